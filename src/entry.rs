@@ -1,0 +1,217 @@
+//! What a store keeps: a stored response, a `Vary` marker, or a "modified" tombstone.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use actix_web::{
+    http::{
+        header::{HeaderMap, HeaderName, HeaderValue},
+        StatusCode,
+    },
+    web::Bytes,
+};
+
+/// One value held by a [`CacheStore`](crate::CacheStore).
+///
+/// Stores treat entries as opaque: they keep them, hand them back, and use
+/// [`expires_at`](Self::expires_at) and [`size`](Self::size) for expiry and byte budgets.
+/// Cloning is a reference-count increment: a cache hit copies no body and no header.
+///
+/// An entry is one of three things, all of which the middleware creates:
+/// - a stored response (status, headers, body and validators);
+/// - a *variant marker*, kept at a resource's primary key when the response carries `Vary`,
+///   which names the request headers that select the stored variant;
+/// - a *modified marker*, left after a successful write, which remembers the validators that write
+///   made stale so that a late `If-Match` with one of them still gets its 412.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use actix_response_cache::CacheEntry;
+///
+/// let entry = CacheEntry::test_response(b"hello", Duration::from_secs(60));
+/// assert!(entry.expires_at() > SystemTime::now());
+/// assert!(entry.size() >= 5);
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+#[derive(Clone)]
+pub struct CacheEntry {
+    inner: Arc<EntryInner>,
+}
+
+pub(crate) struct EntryInner {
+    pub(crate) stored_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) kind: EntryKind,
+}
+
+pub(crate) enum EntryKind {
+    Response(StoredResponse),
+    Variants(Box<[HeaderName]>),
+    Modified(ModifiedMarker),
+}
+
+/// A response as it was stored: everything needed to answer a hit without the handler.
+pub(crate) struct StoredResponse {
+    pub(crate) status: StatusCode,
+    /// Prebuilt headers, hop-by-hop fields already removed.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) etag: Option<HeaderValue>,
+    pub(crate) last_modified: Option<SystemTime>,
+    /// Whether the response may answer requests that carry credentials
+    /// (`Authorization`, `Cookie`): RFC 9111 §3.5.
+    pub(crate) shareable_with_credentials: bool,
+}
+
+/// What is known of a resource right after a successful write.
+pub(crate) struct ModifiedMarker {
+    /// Strong entity tags that were current before the write.
+    pub(crate) superseded: Box<[Box<[u8]>]>,
+    /// When the write completed.
+    pub(crate) modified_at: SystemTime,
+}
+
+/// Fixed per-entry overhead counted against byte budgets (the `Arc`, the struct, header map
+/// slots). A measured figure belongs to the store's docs; this is a safe round number.
+const ENTRY_OVERHEAD: usize = 256;
+
+impl CacheEntry {
+    pub(crate) fn new(stored_at: SystemTime, ttl: Duration, kind: EntryKind) -> Self {
+        Self {
+            inner: Arc::new(EntryInner {
+                stored_at,
+                expires_at: stored_at + ttl,
+                kind,
+            }),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &EntryKind {
+        &self.inner.kind
+    }
+
+    /// A stored `200 OK` with `body` and no headers, for store tests.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_response_cache::CacheEntry;
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(1));
+    /// assert!(entry.size() > 0);
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn test_response(body: &[u8], ttl: Duration) -> Self {
+        Self::new(
+            SystemTime::now(),
+            ttl,
+            EntryKind::Response(StoredResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: Bytes::copy_from_slice(body),
+                etag: None,
+                last_modified: None,
+                shareable_with_credentials: false,
+            }),
+        )
+    }
+
+    /// When the entry was stored.
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// # use actix_response_cache::CacheEntry;
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(1));
+    /// assert!(entry.stored_at() <= SystemTime::now());
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn stored_at(&self) -> SystemTime {
+        self.inner.stored_at
+    }
+
+    /// When the entry stops being fresh. Stores must not return an entry after this time
+    /// (the middleware also checks, so a store that returns one anyway is still correct).
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// # use actix_response_cache::CacheEntry;
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(30));
+    /// assert_eq!(entry.expires_at(), entry.stored_at() + Duration::from_secs(30));
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn expires_at(&self) -> SystemTime {
+        self.inner.expires_at
+    }
+
+    /// The time left before expiry, zero when already expired.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_response_cache::CacheEntry;
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(30));
+    /// assert!(entry.time_to_live() <= Duration::from_secs(30));
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn time_to_live(&self) -> Duration {
+        self.inner
+            .expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    }
+
+    /// Whether the entry has expired at `now`.
+    ///
+    /// ```
+    /// # use std::time::{Duration, SystemTime};
+    /// # use actix_response_cache::CacheEntry;
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(30));
+    /// assert!(!entry.is_expired(SystemTime::now()));
+    /// assert!(entry.is_expired(SystemTime::now() + Duration::from_secs(31)));
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now >= self.inner.expires_at
+    }
+
+    /// The bytes this entry holds: body, header names and values, plus a fixed overhead.
+    /// Byte budgets count this (and the key).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_response_cache::CacheEntry;
+    /// let small = CacheEntry::test_response(b"x", Duration::from_secs(1));
+    /// let big = CacheEntry::test_response(&[0; 4096], Duration::from_secs(1));
+    /// assert!(big.size() >= small.size() + 4095);
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn size(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match &self.inner.kind {
+                EntryKind::Response(r) => {
+                    r.body.len()
+                        + r.headers
+                            .iter()
+                            .map(|(n, v)| n.as_str().len() + v.len() + 16)
+                            .sum::<usize>()
+                        + r.etag.as_ref().map_or(0, |e| e.len())
+                }
+                EntryKind::Variants(names) => names.iter().map(|n| n.as_str().len() + 16).sum(),
+                EntryKind::Modified(m) => m.superseded.iter().map(|t| t.len() + 16).sum(),
+            }
+    }
+}
+
+impl fmt::Debug for CacheEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner.kind {
+            EntryKind::Response(r) => format!("response {} ({} bytes)", r.status, r.body.len()),
+            EntryKind::Variants(names) => format!("variants by {names:?}"),
+            EntryKind::Modified(_) => "modified".to_owned(),
+        };
+        f.debug_struct("CacheEntry")
+            .field("kind", &kind)
+            .field("expires_at", &self.inner.expires_at)
+            .finish()
+    }
+}

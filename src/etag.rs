@@ -1,0 +1,261 @@
+//! Entity tags (RFC 9110 §8.8.3): computing strong tags and comparing tag lists.
+//!
+//! Parsing works on the raw header bytes and allocates nothing. A member that does not parse is
+//! ignored ("no match"), never an error: a client's malformed `If-None-Match` must not turn a
+//! request into a 500.
+
+use actix_web::http::header::HeaderValue;
+use sha2::{Digest, Sha256};
+
+/// Computes the strong entity tag of `body`: the lowercase hex SHA-256 of the bytes, quoted.
+///
+/// The tag depends on the bytes alone, so every server and every restart computes the same one.
+pub(crate) fn strong_etag(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let mut quoted = [0u8; 66];
+    quoted[0] = b'"';
+    quoted[65] = b'"';
+    // Encoding into a fixed buffer of the exact size cannot fail.
+    if hex::encode_to_slice(digest, &mut quoted[1..65]).is_err() {
+        return HeaderValue::from_static("\"\"");
+    }
+    HeaderValue::from_bytes(&quoted).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
+/// An entity tag borrowed from a header: `W/"opaque"` or `"opaque"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EntityTag<'a> {
+    pub(crate) weak: bool,
+    /// The opaque tag *with* its quotes, so that comparison is plain byte equality.
+    pub(crate) opaque: &'a [u8],
+}
+
+impl<'a> EntityTag<'a> {
+    /// Parses a single entity tag (e.g. a response's `ETag`), surrounding whitespace allowed.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let bytes = trim(bytes);
+        let (tag, rest) = parse_member(bytes)?;
+        trim(rest).is_empty().then_some(tag)
+    }
+
+    /// Strong comparison, RFC 9110 §8.8.3.2: both strong and byte-equal.
+    pub(crate) fn strong_eq(&self, other: &EntityTag<'_>) -> bool {
+        !self.weak && !other.weak && self.opaque == other.opaque
+    }
+
+    /// Weak comparison, RFC 9110 §8.8.3.2: equal opaque tags, whatever their weakness.
+    pub(crate) fn weak_eq(&self, other: &EntityTag<'_>) -> bool {
+        self.opaque == other.opaque
+    }
+}
+
+/// How an `If-Match` / `If-None-Match` field value relates to the current entity tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListMatch {
+    /// The field is `*`.
+    Any,
+    /// A member matched.
+    Matched,
+    /// No member matched (malformed members are skipped).
+    NotMatched,
+}
+
+/// Which comparison function a precondition uses (RFC 9110 §13.1.1 and §13.1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Comparison {
+    Strong,
+    Weak,
+}
+
+/// Evaluates the field lines of an `If-Match` or `If-None-Match` against `current`.
+///
+/// `*` wins wherever it appears as a member (a client that sends it means "any"). Members are
+/// comma-separated; commas inside a quoted tag belong to the tag.
+pub(crate) fn match_list<'h>(
+    lines: impl Iterator<Item = &'h HeaderValue>,
+    current: Option<EntityTag<'_>>,
+    comparison: Comparison,
+) -> ListMatch {
+    let mut matched = false;
+    for line in lines {
+        let mut rest = line.as_bytes();
+        loop {
+            rest = skip_separators(rest);
+            if rest.is_empty() {
+                break;
+            }
+            if rest[0] == b'*' {
+                let after = skip_ows(&rest[1..]);
+                if after.is_empty() || after[0] == b',' {
+                    return ListMatch::Any;
+                }
+            }
+            match parse_member(rest) {
+                Some((tag, after)) => {
+                    if let Some(current) = &current {
+                        matched |= match comparison {
+                            Comparison::Strong => tag.strong_eq(current),
+                            Comparison::Weak => tag.weak_eq(current),
+                        };
+                    }
+                    rest = after;
+                    // Anything but a separator after a tag makes the rest of the member junk.
+                    let next = skip_ows(rest);
+                    if !next.is_empty() && next[0] != b',' {
+                        rest = skip_to_comma(next);
+                    }
+                }
+                None => rest = skip_to_comma(rest),
+            }
+        }
+    }
+    if matched {
+        ListMatch::Matched
+    } else {
+        ListMatch::NotMatched
+    }
+}
+
+/// Calls `f` with every well-formed strong tag in the field lines.
+pub(crate) fn for_each_strong<'h>(
+    lines: impl Iterator<Item = &'h HeaderValue>,
+    mut f: impl FnMut(&'h [u8]),
+) {
+    for line in lines {
+        let mut rest = line.as_bytes();
+        loop {
+            rest = skip_separators(rest);
+            if rest.is_empty() {
+                break;
+            }
+            match parse_member(rest) {
+                Some((tag, after)) => {
+                    if !tag.weak {
+                        f(tag.opaque);
+                    }
+                    rest = skip_to_comma(after);
+                }
+                None => rest = skip_to_comma(rest),
+            }
+        }
+    }
+}
+
+/// Parses `[W/] DQUOTE *etagc DQUOTE` at the start of `bytes`.
+fn parse_member(bytes: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
+    let (weak, rest) = match bytes {
+        [b'W', b'/', rest @ ..] => (true, rest),
+        _ => (false, bytes),
+    };
+    if rest.first() != Some(&b'"') {
+        return None;
+    }
+    // etagc = %x21 / %x23-7E / obs-text
+    let close = rest[1..].iter().position(|&b| !is_etagc(b))? + 1;
+    if rest[close] != b'"' {
+        return None;
+    }
+    Some((
+        EntityTag {
+            weak,
+            opaque: &rest[..=close],
+        },
+        &rest[close + 1..],
+    ))
+}
+
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
+}
+
+fn skip_ows(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &bytes[n..]
+}
+
+fn skip_separators(bytes: &[u8]) -> &[u8] {
+    let n = bytes
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t' || b == b',')
+        .count();
+    &bytes[n..]
+}
+
+fn skip_to_comma(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().position(|&b| b == b',') {
+        Some(i) => &bytes[i..],
+        None => &[],
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let bytes = skip_ows(bytes);
+    let end = bytes.len()
+        - bytes
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+    &bytes[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(field: &str, current: &str, cmp: Comparison) -> ListMatch {
+        let value = HeaderValue::from_str(field).unwrap();
+        match_list(
+            std::iter::once(&value),
+            EntityTag::parse(current.as_bytes()),
+            cmp,
+        )
+    }
+
+    #[test]
+    fn strong_etag_is_quoted_hex_sha256() {
+        let tag = strong_etag(b"hello");
+        assert_eq!(
+            tag,
+            "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\""
+        );
+    }
+
+    #[test]
+    fn weak_comparison_ignores_weakness() {
+        assert_eq!(eval("W/\"a\"", "\"a\"", Comparison::Weak), ListMatch::Matched);
+        assert_eq!(eval("W/\"a\"", "\"a\"", Comparison::Strong), ListMatch::NotMatched);
+        assert_eq!(eval("\"a\"", "W/\"a\"", Comparison::Strong), ListMatch::NotMatched);
+    }
+
+    #[test]
+    fn lists_match_any_member_and_skip_junk() {
+        assert_eq!(eval("\"x\", junk, \"a\"", "\"a\"", Comparison::Strong), ListMatch::Matched);
+        assert_eq!(eval("\"a,b\"", "\"a,b\"", Comparison::Strong), ListMatch::Matched);
+        assert_eq!(eval("\"a,b\"", "\"a\"", Comparison::Strong), ListMatch::NotMatched);
+        assert_eq!(eval("a, \"b", "\"b\"", Comparison::Weak), ListMatch::NotMatched);
+        assert_eq!(eval(" * ", "\"b\"", Comparison::Weak), ListMatch::Any);
+        assert_eq!(eval("\"a\"x, \"b\"", "\"a\"", Comparison::Weak), ListMatch::Matched);
+        assert_eq!(eval("", "\"a\"", Comparison::Weak), ListMatch::NotMatched);
+        assert_eq!(eval("W/", "\"a\"", Comparison::Weak), ListMatch::NotMatched);
+        assert_eq!(eval("\"", "\"a\"", Comparison::Weak), ListMatch::NotMatched);
+    }
+
+    #[test]
+    fn obs_text_is_part_of_a_tag() {
+        let value = HeaderValue::from_bytes(b"\"\xff\"").unwrap();
+        let current = EntityTag::parse(b"\"\xff\"");
+        assert_eq!(
+            match_list(std::iter::once(&value), current, Comparison::Strong),
+            ListMatch::Matched
+        );
+    }
+
+    #[test]
+    fn single_tag_parse_rejects_trailing_junk() {
+        assert!(EntityTag::parse(b"\"a\"").is_some());
+        assert!(EntityTag::parse(b" W/\"a\" ").is_some());
+        assert!(EntityTag::parse(b"\"a\" x").is_none());
+        assert!(EntityTag::parse(b"a").is_none());
+    }
+}

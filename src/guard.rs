@@ -1,0 +1,82 @@
+//! The race guard: a `GET` that missed before a write of the same resource completed must not
+//! store what its handler read before the write.
+//!
+//! Every `Cache` in the process shares one write log, because actix runs one middleware instance
+//! per worker thread and a write on one worker must stop a store on another. A miss reads the
+//! epoch before calling its handler; a write records a new epoch for its resource *before* it
+//! collects; a miss re-checks *after* its store call and removes what it stored if a write of the
+//! resource happened since. Either the write's collect or the miss's re-check then removes the
+//! stale entry, whatever the interleaving.
+//!
+//! The log is bounded: when it forgets a resource, every epoch up to the forgotten one counts as
+//! "written since", which at worst skips a store.
+
+use std::{
+    collections::hash_map::DefaultHasher,
+    hash::{Hash, Hasher},
+    num::NonZeroUsize,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+};
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::ResourceKey;
+
+const REMEMBERED_WRITES: usize = 16 * 1024;
+
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+struct WriteLog {
+    last_write: LruCache<u64, u64>,
+    /// Every write up to this epoch may have been forgotten.
+    floor: u64,
+}
+
+fn log() -> &'static Mutex<WriteLog> {
+    static LOG: OnceLock<Mutex<WriteLog>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        Mutex::new(WriteLog {
+            last_write: LruCache::new(NonZeroUsize::new(REMEMBERED_WRITES).unwrap_or(NonZeroUsize::MIN)),
+            floor: 0,
+        })
+    })
+}
+
+fn fingerprint(resource: &ResourceKey) -> u64 {
+    // A collision only makes a miss skip its store: never a wrong answer.
+    let mut h = DefaultHasher::new();
+    resource.hash(&mut h);
+    h.finish()
+}
+
+/// The epoch a miss reads before it calls its handler.
+pub(crate) fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
+
+/// Records a completed write of `resource`. Call before collecting its entries.
+pub(crate) fn record_write(resource: &ResourceKey) {
+    let epoch = EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
+    let key = fingerprint(resource);
+    let mut log = log().lock();
+    // `push` returns the old value of the same key, or the evicted least recently used entry.
+    if let Some((evicted, forgotten)) = log.last_write.push(key, epoch) {
+        if evicted != key {
+            log.floor = log.floor.max(forgotten);
+        }
+    }
+}
+
+/// Whether `resource` may have been written since `epoch`.
+pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
+    let log = log().lock();
+    log.floor > epoch
+        || log
+            .last_write
+            .peek(&fingerprint(resource))
+            .is_some_and(|&last| last > epoch)
+}

@@ -1,0 +1,283 @@
+//! Cache keys: which stored response may answer which request.
+//!
+//! A key is exact: it is the byte-for-byte concatenation of everything that selects a response
+//! (method class, host, path, query, and the request values of the varying headers), with
+//! separators that cannot occur inside those parts. No hash stands in for identity, so two
+//! different requests can never share an entry.
+
+use std::{fmt, sync::Arc};
+
+use actix_web::http::header::{HeaderMap, HeaderName};
+
+/// The resource a response belongs to: host and path, without the query string.
+///
+/// Stores index their entries by resource so that [`CollectableStore::collect`] can drop every
+/// variant of it (other `Vary` values, other query strings) after a write.
+///
+/// [`CollectableStore::collect`]: crate::CollectableStore::collect
+///
+/// ```
+/// use actix_response_cache::ResourceKey;
+///
+/// let resource = ResourceKey::new("example.com", "/users/1");
+/// assert_eq!(resource.host(), "example.com");
+/// assert_eq!(resource.path(), "/users/1");
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ResourceKey {
+    host: Box<str>,
+    path: Box<str>,
+}
+
+impl ResourceKey {
+    /// Creates the key of the resource at `path` on `host`.
+    ///
+    /// ```
+    /// # use actix_response_cache::ResourceKey;
+    /// let resource = ResourceKey::new("localhost:8080", "/");
+    /// assert_eq!(resource.path(), "/");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn new(host: impl Into<Box<str>>, path: impl Into<Box<str>>) -> Self {
+        Self {
+            host: host.into(),
+            path: path.into(),
+        }
+    }
+
+    /// The host (authority) the request named.
+    ///
+    /// ```
+    /// # use actix_response_cache::ResourceKey;
+    /// assert_eq!(ResourceKey::new("a.test", "/x").host(), "a.test");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The path, exactly as the request sent it (still percent-encoded).
+    ///
+    /// ```
+    /// # use actix_response_cache::ResourceKey;
+    /// assert_eq!(ResourceKey::new("a.test", "/a%20b").path(), "/a%20b");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Debug for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.host, self.path)
+    }
+}
+
+/// The exact key of one stored response.
+///
+/// Cloning is a reference-count increment. Equality and hashing use the full key bytes.
+///
+/// ```
+/// use actix_response_cache::CacheKey;
+///
+/// let a = CacheKey::for_get("example.com", "/users/1", "");
+/// let b = CacheKey::for_get("example.com", "/users/1", "page=2");
+/// assert_ne!(a, b);
+/// assert_eq!(b.query(), "page=2");
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+#[derive(Clone)]
+pub struct CacheKey {
+    bytes: Arc<[u8]>,
+    resource: Arc<ResourceKey>,
+    query: Arc<str>,
+}
+
+impl CacheKey {
+    /// The key of a `GET` (or `HEAD`) of `host`, `path` and `query`, varying on no header.
+    ///
+    /// The middleware derives keys itself; this constructor is for store tests and tools.
+    ///
+    /// ```
+    /// # use actix_response_cache::CacheKey;
+    /// let key = CacheKey::for_get("example.com", "/", "");
+    /// assert_eq!(key.resource().path(), "/");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn for_get(host: &str, path: &str, query: &str) -> Self {
+        KeyBuilder::new(host, path, query).finish()
+    }
+
+    /// The resource (host and path) this key belongs to.
+    ///
+    /// ```
+    /// # use actix_response_cache::CacheKey;
+    /// let key = CacheKey::for_get("example.com", "/users", "a=1");
+    /// assert_eq!(key.resource().host(), "example.com");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn resource(&self) -> &ResourceKey {
+        &self.resource
+    }
+
+    /// The query string of the request, without the `?`.
+    ///
+    /// ```
+    /// # use actix_response_cache::CacheKey;
+    /// assert_eq!(CacheKey::for_get("h", "/", "q=1").query(), "q=1");
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The exact key bytes, for stores that keep keys as bytes (e.g. Redis).
+    ///
+    /// ```
+    /// # use actix_response_cache::CacheKey;
+    /// let key = CacheKey::for_get("h", "/", "");
+    /// assert!(key.as_bytes().starts_with(b"GET\n"));
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Derives the key of one variant: this key plus the request values of `names`
+    /// (the header names of the stored response's `Vary`).
+    pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
+        let mut bytes = Vec::with_capacity(self.bytes.len() + 64);
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(b"\n\x01vary");
+        push_header_values(&mut bytes, names, headers);
+        CacheKey {
+            bytes: bytes.into(),
+            resource: Arc::clone(&self.resource),
+            query: Arc::clone(&self.query),
+        }
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state)
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for CacheKey {
+    fn borrow(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.bytes))
+    }
+}
+
+/// Builds the primary key of a request.
+pub(crate) struct KeyBuilder {
+    bytes: Vec<u8>,
+    resource: ResourceKey,
+    query: Arc<str>,
+}
+
+impl KeyBuilder {
+    /// Starts a key for the method class `GET` (which `HEAD` shares).
+    ///
+    /// Layout: `GET \n host \n path \n query`. Host, path and query cannot contain `\n`
+    /// (the HTTP parser rejects control bytes there), so the layout is unambiguous.
+    pub(crate) fn new(host: &str, path: &str, query: &str) -> Self {
+        let mut bytes = Vec::with_capacity(8 + host.len() + path.len() + query.len());
+        bytes.extend_from_slice(b"GET\n");
+        bytes.extend_from_slice(host.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(query.as_bytes());
+        Self {
+            bytes,
+            resource: ResourceKey::new(host, path),
+            query: query.into(),
+        }
+    }
+
+    /// Adds the request values of the policy's `cache_vary` headers.
+    pub(crate) fn vary(mut self, names: &[HeaderName], headers: &HeaderMap) -> Self {
+        if !names.is_empty() {
+            push_header_values(&mut self.bytes, names, headers);
+        }
+        self
+    }
+
+    pub(crate) fn finish(self) -> CacheKey {
+        CacheKey {
+            bytes: self.bytes.into(),
+            resource: Arc::new(self.resource),
+            query: self.query,
+        }
+    }
+}
+
+/// Appends `\n name` and, for each line of that header, `\0 value`.
+///
+/// Header names cannot contain `\0` or `\n`, and actix rejects both in values, so an absent
+/// header (`name`), an empty one (`name\0`) and two lines (`name\0a\0b`) all differ.
+fn push_header_values(bytes: &mut Vec<u8>, names: &[HeaderName], headers: &HeaderMap) {
+    for name in names {
+        bytes.push(b'\n');
+        bytes.extend_from_slice(name.as_str().as_bytes());
+        for value in headers.get_all(name) {
+            bytes.push(0);
+            bytes.extend_from_slice(value.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderValue, ACCEPT_LANGUAGE};
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(ACCEPT_LANGUAGE, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn absent_empty_and_multiple_values_give_different_keys() {
+        let names = [ACCEPT_LANGUAGE];
+        let key = |h: &HeaderMap| KeyBuilder::new("h", "/", "").vary(&names, h).finish();
+        let keys = [
+            key(&with(&[])),
+            key(&with(&[""])),
+            key(&with(&["a", "b"])),
+            key(&with(&["a,b"])),
+            key(&with(&["a"])),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn query_and_path_do_not_run_together() {
+        assert_ne!(CacheKey::for_get("h", "/a", "b"), CacheKey::for_get("h", "/ab", ""));
+    }
+}

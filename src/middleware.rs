@@ -1,0 +1,896 @@
+//! The `Cache` middleware: the builder (which is the actix `Transform`), the per-worker service,
+//! and the per-request future.
+
+use std::{
+    future::{ready, Future, Ready},
+    pin::Pin,
+    rc::Rc,
+    str::FromStr,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use actix_service::{forward_ready, Service, Transform};
+use actix_web::{
+    body::{to_bytes, BodySize, BoxBody, EitherBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{
+        header::{self, HeaderMap, HeaderName, HeaderValue},
+        Method, StatusCode, Uri,
+    },
+    web::Bytes,
+    Error, HttpRequest, HttpResponse,
+};
+use futures_util::future::LocalBoxFuture;
+use pin_project_lite::pin_project;
+
+use crate::{
+    conditional::{self, Current, Preconditions},
+    entry::{EntryKind, ModifiedMarker, StoredResponse},
+    etag::{self, EntityTag},
+    guard,
+    key::KeyBuilder,
+    policy::{self, NotStored, Policy, Visibility},
+    store::{CacheStore, CollectTarget, StoreError},
+    CacheEntry, CacheKey,
+};
+
+const LOG: &str = "actix_response_cache";
+
+/// How many superseded entity tags a modified marker remembers.
+const MAX_SUPERSEDED: usize = 16;
+
+/// Server-side response caching and conditional requests for an `App`, `Scope` or `Resource`.
+///
+/// `Cache` is the middleware's builder. Each builder method consumes and returns it; invalid
+/// settings panic here, when the application is built, never during a request.
+///
+/// Defaults (see the crate docs, "How we chose the defaults"):
+///
+/// | setting | default |
+/// |---|---|
+/// | [`cache_expiry`](Self::cache_expiry) | 60 s |
+/// | [`cache_vary`](Self::cache_vary) | none |
+/// | [`visibility`](Self::visibility) | [`Visibility::Shared`] |
+/// | [`max_body_size`](Self::max_body_size) | 1 MiB |
+/// | [`store_timeout`](Self::store_timeout) | 250 ms |
+/// | [`collect_query_variants`](Self::collect_query_variants) | off |
+/// | [`cache_status`](Self::cache_status) | on, named `actix-response-cache` |
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_web::{web, App, HttpResponse};
+/// use actix_response_cache::{Cache, MemoryStore};
+///
+/// let store = MemoryStore::new(10_000);
+/// let app = App::new()
+///     .wrap(Cache::new(store.clone()))
+///     .service(
+///         web::scope("/users")
+///             .wrap(Cache::new(store).cache_expiry(Duration::from_secs(10)))
+///             .route("/{id}", web::get().to(|| async { HttpResponse::Ok().body("user") })),
+///     );
+/// ```
+pub struct Cache<St> {
+    inner: Rc<Inner<St>>,
+}
+
+struct Inner<St> {
+    store: St,
+    policy: Policy,
+}
+
+impl<St> Clone for Cache<St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+}
+
+impl<St: CacheStore> Cache<St> {
+    /// Creates the middleware over `store`, with the default policy.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(10_000)));
+    /// ```
+    pub fn new(store: St) -> Self {
+        Self {
+            inner: Rc::new(Inner {
+                store,
+                policy: Policy::default(),
+            }),
+        }
+    }
+}
+
+impl<St> Cache<St> {
+    fn policy_mut(mut self, f: impl FnOnce(&mut Policy)) -> Self {
+        match Rc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                f(&mut inner.policy);
+                inner.policy.rebuild();
+                self
+            }
+            // Only reachable when a clone was configured after being shared.
+            None => panic!("Cache: configure the builder before cloning it"),
+        }
+    }
+
+    /// Sets how long a stored response stays fresh. A response's own `s-maxage`, `max-age` or
+    /// `Expires` can only lower it.
+    ///
+    /// # Panics
+    /// Panics if `expiry` is zero (use [`Visibility::Private`] to store nothing).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(300));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn cache_expiry(self, expiry: Duration) -> Self {
+        assert!(!expiry.is_zero(), "Cache::cache_expiry: expiry must be positive");
+        self.policy_mut(|p| p.expiry = expiry)
+    }
+
+    /// Names request headers that always split the key, whatever the response's `Vary` says,
+    /// and adds them to the stored response's `Vary` so that downstream caches split too.
+    ///
+    /// Naming `authorization` or `cookie` makes the key per user: responses to requests with
+    /// those headers (and `private` responses) are then stored, for that user only.
+    ///
+    /// # Panics
+    /// Panics if a name is not a valid header name.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).cache_vary(["accept-language", "accept"]);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn cache_vary<I, N>(self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let mut parsed: Vec<HeaderName> = names
+            .into_iter()
+            .map(|n| {
+                let n = n.as_ref();
+                HeaderName::from_str(n.trim())
+                    .unwrap_or_else(|_| panic!("Cache::cache_vary: {n:?} is not a header name"))
+            })
+            .collect();
+        parsed.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        parsed.dedup();
+        self.policy_mut(|p| p.vary = parsed)
+    }
+
+    /// Sets who may be served stored responses: [`Visibility::Shared`] (default),
+    /// [`Visibility::Public`] or [`Visibility::Private`].
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore, Visibility};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).visibility(Visibility::Public);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn visibility(self, visibility: Visibility) -> Self {
+        self.policy_mut(|p| p.visibility = visibility)
+    }
+
+    /// Sets the largest body that is buffered, given an ETag and stored. Larger bodies, and
+    /// bodies of unknown size (streams), pass through untouched and unbuffered.
+    ///
+    /// # Panics
+    /// Panics if `bytes` is zero.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).max_body_size(256 * 1024);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn max_body_size(self, bytes: usize) -> Self {
+        assert!(bytes > 0, "Cache::max_body_size: the limit must be at least 1 byte");
+        self.policy_mut(|p| p.max_body_size = bytes)
+    }
+
+    /// Sets how long one store operation may take before the request goes on uncached.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).store_timeout(Duration::from_millis(50));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "Cache::store_timeout: the timeout must be positive");
+        self.policy_mut(|p| p.store_timeout = timeout)
+    }
+
+    /// When on, a successful write to `/items?page=2` also drops the stored responses of
+    /// `/items` with every other query string. Off by default: only the written URI is dropped.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).collect_query_variants(true);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn collect_query_variants(self, on: bool) -> Self {
+        self.policy_mut(|p| p.collect_query_variants = on)
+    }
+
+    /// Turns the `Cache-Status` response header (RFC 9211) on or off. On by default.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).cache_status(false);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn cache_status(self, on: bool) -> Self {
+        self.policy_mut(|p| {
+            p.cache_status = on.then(|| {
+                p.cache_status
+                    .take()
+                    .unwrap_or_else(|| policy::DEFAULT_CACHE_STATUS_NAME.to_owned())
+            })
+        })
+    }
+
+    /// Sets the cache's name in `Cache-Status` (and turns the header on).
+    ///
+    /// # Panics
+    /// Panics if `name` is empty or is not a valid token.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).cache_status_name("edge-1");
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn cache_status_name(self, name: &str) -> Self {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        assert!(valid, "Cache::cache_status_name: {name:?} is not a token");
+        let name = name.to_owned();
+        self.policy_mut(|p| p.cache_status = Some(name))
+    }
+}
+
+impl<S, B, St> Transform<S, ServiceRequest> for Cache<St>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+    St: CacheStore,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = CacheMiddleware<S, St>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(CacheMiddleware {
+            service: Rc::new(service),
+            inner: Rc::clone(&self.inner),
+        }))
+    }
+}
+
+/// The per-worker service of [`Cache`]. Built by actix; not used directly.
+#[doc(hidden)]
+pub struct CacheMiddleware<S, St> {
+    service: Rc<S>,
+    inner: Rc<Inner<St>>,
+}
+
+impl<S, B, St> Service<ServiceRequest> for CacheMiddleware<S, St>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+    St: CacheStore,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = CacheFuture<S::Future, B>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let method = req.method();
+        if method == Method::GET || method == Method::HEAD {
+            let flow = read(Rc::clone(&self.service), Rc::clone(&self.inner), req);
+            CacheFuture::Store { fut: Box::pin(flow) }
+        } else if matches!(
+            *method,
+            Method::PUT | Method::PATCH | Method::DELETE | Method::POST
+        ) {
+            let flow = write(Rc::clone(&self.service), Rc::clone(&self.inner), req);
+            CacheFuture::Store { fut: Box::pin(flow) }
+        } else {
+            CacheFuture::PassThrough {
+                fut: self.service.call(req),
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CacheMiddleware`]: a pass-through of the inner service's own
+    /// future (other methods), or the boxed cache flow, which awaits the store.
+    #[doc(hidden)]
+    #[project = CacheFutureProj]
+    pub enum CacheFuture<F, B> {
+        PassThrough { #[pin] fut: F },
+        Store { fut: LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, Error>> },
+    }
+}
+
+impl<F, B> Future for CacheFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CacheFutureProj::PassThrough { fut } => {
+                fut.poll(cx).map(|res| res.map(ServiceResponse::map_into_left_body))
+            }
+            CacheFutureProj::Store { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Marks a response this crate already handled, so that an outer `Cache` passes it through:
+/// the innermost policy wins and nothing is stored twice.
+#[derive(Clone, Copy)]
+struct Handled;
+
+/// The result of looking a request up in the store.
+enum Lookup {
+    Hit(CacheEntry),
+    /// A write left a marker and no `GET` has stored the new representation yet.
+    Modified(CacheEntry),
+    UriMiss,
+    VaryMiss,
+    StoreFailed,
+}
+
+impl<St: CacheStore> Inner<St> {
+    /// Runs one store operation under the policy's timeout; errors are logged, never raised.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let res = match actix_web::rt::time::timeout(self.policy.store_timeout, fut).await {
+            Ok(res) => res,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if let Err(err) = &res {
+            log::warn!(target: LOG, "store {op} failed, serving uncached: {err}");
+        }
+        res
+    }
+
+    fn key(&self, req: &ServiceRequest) -> CacheKey {
+        let conn = req.connection_info();
+        let key = KeyBuilder::new(conn.host(), req.path(), req.query_string())
+            .vary(&self.policy.vary, req.headers())
+            .finish();
+        log::trace!(target: LOG, "key {key:?}");
+        key
+    }
+
+    async fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> Lookup {
+        let now = SystemTime::now();
+        let primary = match self.timed("get", self.store.get(key)).await {
+            Ok(Some(entry)) if !entry.is_expired(now) => entry,
+            Ok(_) => return Lookup::UriMiss,
+            Err(_) => return Lookup::StoreFailed,
+        };
+        match primary.kind() {
+            EntryKind::Response(_) => Lookup::Hit(primary),
+            EntryKind::Modified(_) => Lookup::Modified(primary),
+            EntryKind::Variants(names) => {
+                let variant = key.variant(names, headers);
+                match self.timed("get", self.store.get(&variant)).await {
+                    Ok(Some(entry))
+                        if !entry.is_expired(now)
+                            && matches!(entry.kind(), EntryKind::Response(_)) =>
+                    {
+                        Lookup::Hit(entry)
+                    }
+                    Ok(_) => Lookup::VaryMiss,
+                    Err(_) => Lookup::StoreFailed,
+                }
+            }
+        }
+    }
+
+    fn status(&self, params: &str) -> Option<HeaderValue> {
+        self.policy.status_value(params)
+    }
+}
+
+/// `GET` and `HEAD`: serve from the store, or call the handler and store what may be stored.
+async fn read<S, B, St>(
+    service: Rc<S>,
+    inner: Rc<Inner<St>>,
+    req: ServiceRequest,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+    St: CacheStore,
+{
+    let key = inner.key(&req);
+    let credentials = inner.policy.has_unkeyed_credentials(req.headers());
+    let lookup = if inner.policy.visibility == Visibility::Private {
+        Lookup::UriMiss
+    } else {
+        inner.lookup(&key, req.headers()).await
+    };
+
+    let fwd = match lookup {
+        Lookup::Hit(entry) => {
+            if let EntryKind::Response(stored) = entry.kind() {
+                // RFC 9111 §3.5: only responses marked for it answer requests with credentials.
+                if !credentials || stored.shareable_with_credentials {
+                    log::debug!(target: LOG, "hit {key:?}");
+                    return Ok(serve_hit(&inner, req, &entry, stored).map_into_right_body());
+                }
+            }
+            "fwd=bypass"
+        }
+        Lookup::VaryMiss => "fwd=vary-miss",
+        Lookup::StoreFailed => "fwd=miss; detail=store-error",
+        Lookup::UriMiss | Lookup::Modified(_) => "fwd=uri-miss",
+    };
+    log::debug!(target: LOG, "miss {key:?} ({fwd})");
+
+    // A HEAD miss is answered as a GET (the server drops the body on the wire), so that HEAD
+    // answers the same whether or not the entry is stored, and fills the entry HEAD shares.
+    let mut req = req;
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    let epoch = guard::epoch();
+    let res = service.call(req).await?;
+
+    if res.response().extensions().contains::<Handled>() {
+        return Ok(res.map_into_left_body());
+    }
+
+    let status = res.status();
+    let now = SystemTime::now();
+    let plan = policy::storability(
+        &inner.policy,
+        res.request().headers(),
+        status,
+        res.headers(),
+        now,
+    );
+    let within_limit = match res.response().body().size() {
+        BodySize::Sized(n) => usize::try_from(n).is_ok_and(|n| n <= inner.policy.max_body_size),
+        BodySize::None => true,
+        BodySize::Stream => false,
+    };
+    // Buffer only what is used: a 2xx body gets an ETag and preconditions, a storable one is
+    // stored. Everything else passes through untouched and unbuffered.
+    if !within_limit || (!status.is_success() && plan.is_err()) {
+        let reason = if !within_limit {
+            match res.response().body().size() {
+                BodySize::Stream => NotStored::Streaming,
+                _ => NotStored::TooLarge,
+            }
+        } else {
+            plan.as_ref().err().copied().unwrap_or(NotStored::Status)
+        };
+        log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
+        let mut res = res.map_into_left_body();
+        res.response_mut().extensions_mut().insert(Handled);
+        if let Some(v) = inner.status(&format!("{fwd}; detail={}", reason.detail())) {
+            res.headers_mut().insert(cache_status(), v);
+        }
+        return Ok(res);
+    }
+
+    let (http_req, res) = res.into_parts();
+    let (mut head, body) = res.into_parts();
+    let body = match to_bytes(body).await {
+        Ok(body) => body,
+        Err(err) => {
+            let err = err.into();
+            log::warn!(target: LOG, "response body failed while buffering: {err}");
+            return Err(actix_web::error::ErrorInternalServerError(err.to_string()));
+        }
+    };
+
+    if status.is_success() && !head.headers().contains_key(header::ETAG) {
+        head.headers_mut()
+            .insert(header::ETAG, etag::strong_etag(&body));
+    }
+
+    let mut status_params = String::from(fwd);
+    match plan {
+        Ok(plan) => {
+            prepare_stored_headers(&inner.policy, head.headers_mut(), &plan);
+            let stored = stored_response(status, head.headers(), body.clone(), &plan);
+            let entry = CacheEntry::new(now, plan.ttl, EntryKind::Response(stored));
+            if store_fresh(&inner, &key, &plan, http_req.headers(), entry, epoch).await {
+                log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
+                status_params.push_str("; stored");
+            } else {
+                status_params.push_str("; detail=not-stored");
+            }
+        }
+        Err(reason) => {
+            log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
+            if inner.policy.visibility == Visibility::Private
+                && !head.headers().contains_key(header::CACHE_CONTROL)
+            {
+                head.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("private, no-cache"),
+                );
+            }
+            status_params.push_str("; detail=");
+            status_params.push_str(reason.detail());
+        }
+    }
+    if let Some(v) = inner.status(&status_params) {
+        head.headers_mut().insert(cache_status(), v);
+    }
+
+    // Preconditions on the fresh response (RFC 9110 §13.2.1: only for a 2xx).
+    let outcome = if status.is_success() {
+        let etag = head.headers().get(header::ETAG).cloned();
+        let current = Current::Representation {
+            etag: etag.as_ref().and_then(|v| EntityTag::parse(v.as_bytes())),
+            last_modified: conditional::http_date(head.headers(), &header::LAST_MODIFIED),
+        };
+        conditional::evaluate(http_req.method(), http_req.headers(), &current)
+    } else {
+        Preconditions::Proceed
+    };
+    let mut response = match outcome {
+        Preconditions::Proceed => head.set_body(body).map_into_boxed_body(),
+        Preconditions::NotModified => {
+            log::debug!(target: LOG, "304 {key:?}");
+            conditional::not_modified(head.headers())
+        }
+        Preconditions::Failed => {
+            log::debug!(target: LOG, "412 {key:?}");
+            conditional::precondition_failed()
+        }
+    };
+    response.extensions_mut().insert(Handled);
+    Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+}
+
+/// Adds what the cache promises to a response it stores: `Cache-Control` where the handler set
+/// none, and the policy's `cache_vary` names in `Vary`.
+fn prepare_stored_headers(policy: &Policy, headers: &mut HeaderMap, plan: &policy::StorePlan) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        let secs = plan.ttl.as_secs();
+        let value = if policy.visibility == Visibility::Public {
+            format!("public, max-age={secs}")
+        } else {
+            format!("max-age={secs}")
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(header::CACHE_CONTROL, value);
+        }
+    }
+    let missing: Vec<&HeaderName> = policy
+        .vary
+        .iter()
+        .filter(|name| !plan.vary.contains(name))
+        .collect();
+    if !missing.is_empty() {
+        let list = missing.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        if let Ok(value) = HeaderValue::try_from(list) {
+            headers.append(header::VARY, value);
+        }
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and fields a cache recomputes are not stored.
+fn is_stored_field(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::CONNECTION
+            | header::TRANSFER_ENCODING
+            | header::UPGRADE
+            | header::TE
+            | header::TRAILER
+            | header::PROXY_AUTHENTICATE
+            | header::AGE
+            | header::CONTENT_LENGTH
+    ) && name.as_str() != "keep-alive"
+        && name.as_str() != "proxy-connection"
+        && name.as_str() != "cache-status"
+}
+
+fn stored_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    plan: &policy::StorePlan,
+) -> StoredResponse {
+    let mut stored = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if is_stored_field(name) {
+            stored.append(name.clone(), value.clone());
+        }
+    }
+    StoredResponse {
+        status,
+        etag: headers.get(header::ETAG).cloned(),
+        last_modified: conditional::http_date(headers, &header::LAST_MODIFIED),
+        headers: stored,
+        body,
+        shareable_with_credentials: plan.shareable_with_credentials,
+    }
+}
+
+/// Stores a fresh response (and its `Vary` marker), unless a write of the resource happened
+/// since the miss began. Returns whether the response is stored.
+async fn store_fresh<St: CacheStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    plan: &policy::StorePlan,
+    req_headers: &HeaderMap,
+    entry: CacheEntry,
+    epoch: u64,
+) -> bool {
+    let resource = key.resource();
+    if guard::written_since(resource, epoch) {
+        log::trace!(target: LOG, "not stored {key:?}: written while in flight");
+        return false;
+    }
+    let target = if plan.vary.is_empty() {
+        key.clone()
+    } else {
+        let marker = CacheEntry::new(
+            entry.stored_at(),
+            plan.ttl,
+            EntryKind::Variants(plan.vary.clone().into_boxed_slice()),
+        );
+        if inner.timed("set", inner.store.set(key, marker)).await.is_err() {
+            return false;
+        }
+        key.variant(&plan.vary, req_headers)
+    };
+    if inner.timed("set", inner.store.set(&target, entry)).await.is_err() {
+        return false;
+    }
+    // The re-check closes the window between the check above and the set.
+    if guard::written_since(resource, epoch) {
+        let _ = inner.timed("remove", inner.store.remove(&target)).await;
+        log::trace!(target: LOG, "removed {target:?}: written while in flight");
+        return false;
+    }
+    true
+}
+
+/// Answers a hit: the stored response (a reference-count clone of its body), a 304 or a 412.
+fn serve_hit<St>(
+    inner: &Inner<St>,
+    req: ServiceRequest,
+    entry: &CacheEntry,
+    stored: &StoredResponse,
+) -> ServiceResponse<BoxBody> {
+    let current = if stored.status.is_success() {
+        Current::Representation {
+            etag: stored
+                .etag
+                .as_ref()
+                .and_then(|v| EntityTag::parse(v.as_bytes())),
+            last_modified: stored.last_modified,
+        }
+    } else {
+        Current::Unknown
+    };
+    let age = SystemTime::now()
+        .duration_since(entry.stored_at())
+        .unwrap_or_default()
+        .as_secs();
+    let mut res = match conditional::evaluate(req.method(), req.headers(), &current) {
+        Preconditions::Proceed => {
+            let mut res = HttpResponse::with_body(stored.status, stored.body.clone());
+            *res.headers_mut() = stored.headers.clone();
+            res.map_into_boxed_body()
+        }
+        Preconditions::NotModified => {
+            log::debug!(target: LOG, "304 from store");
+            conditional::not_modified(&stored.headers)
+        }
+        Preconditions::Failed => {
+            log::debug!(target: LOG, "412 from store");
+            conditional::precondition_failed()
+        }
+    };
+    res.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    if let Some(v) = &inner.policy.hit_status {
+        res.headers_mut().insert(cache_status(), v.clone());
+    }
+    res.extensions_mut().insert(Handled);
+    req.into_response(res)
+}
+
+fn cache_status() -> HeaderName {
+    HeaderName::from_static("cache-status")
+}
+
+/// `PUT`, `PATCH`, `DELETE`, `POST`: check preconditions before the handler, and after a
+/// successful write drop every stored variant of the resource.
+async fn write<S, B, St>(
+    service: Rc<S>,
+    inner: Rc<Inner<St>>,
+    req: ServiceRequest,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+    St: CacheStore,
+{
+    let key = inner.key(&req);
+    let stores = inner.policy.visibility != Visibility::Private;
+    let lookup = if stores {
+        inner.lookup(&key, req.headers()).await
+    } else {
+        Lookup::UriMiss
+    };
+
+    // What the write will make stale: the stored tag, tags a previous write made stale, and the
+    // strong tags the client's If-Match claims are current.
+    let mut superseded: Vec<Box<[u8]>> = Vec::new();
+    let mut failed = false;
+    {
+        let current = match &lookup {
+            Lookup::Hit(entry) => match entry.kind() {
+                EntryKind::Response(stored) if stored.status.is_success() => {
+                    let etag = stored.etag.as_ref().and_then(|v| EntityTag::parse(v.as_bytes()));
+                    if let Some(tag) = etag.filter(|t| !t.weak) {
+                        superseded.push(tag.opaque.into());
+                    }
+                    Current::Representation {
+                        etag,
+                        last_modified: stored.last_modified,
+                    }
+                }
+                _ => Current::Unknown,
+            },
+            Lookup::Modified(entry) => match entry.kind() {
+                EntryKind::Modified(m) => {
+                    superseded.extend(m.superseded.iter().cloned());
+                    Current::Modified {
+                        superseded: &m.superseded,
+                        modified_at: m.modified_at,
+                    }
+                }
+                _ => Current::Unknown,
+            },
+            _ => Current::Unknown,
+        };
+        if conditional::has_preconditions(req.headers())
+            && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
+        {
+            failed = true;
+        }
+    }
+    if failed {
+        log::debug!(target: LOG, "412 {} {key:?}, handler not called", req.method());
+        let mut res = conditional::precondition_failed();
+        if let Some(v) = inner.status("fwd=method; detail=precondition-failed") {
+            res.headers_mut().insert(cache_status(), v);
+        }
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    etag::for_each_strong(req.headers().get_all(header::IF_MATCH), |tag| {
+        superseded.push(tag.into());
+    });
+
+    let res = service.call(req).await?;
+    let status = res.status();
+    if !(status.is_success() || status.is_redirection()) {
+        return Ok(res.map_into_left_body());
+    }
+
+    // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
+    // may invalidate the same-origin URIs in Location and Content-Location.
+    guard::record_write(key.resource());
+    let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
+    collect(&inner, &key, CollectTarget::new(key.resource().clone(), query)).await;
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(other) = same_origin_key(res.request(), res.headers().get(&name), &inner) {
+            if other.resource() != key.resource() || other.query() != key.query() {
+                guard::record_write(other.resource());
+                let target = CollectTarget::new(other.resource().clone(), Some(other.query().into()));
+                collect(&inner, &other, target).await;
+            }
+        }
+    }
+
+    if stores {
+        superseded.sort_unstable();
+        superseded.dedup();
+        let skip = superseded.len().saturating_sub(MAX_SUPERSEDED);
+        let marker = CacheEntry::new(
+            SystemTime::now(),
+            inner.policy.expiry,
+            EntryKind::Modified(ModifiedMarker {
+                superseded: superseded.into_iter().skip(skip).collect(),
+                modified_at: SystemTime::now(),
+            }),
+        );
+        let _ = inner.timed("set", inner.store.set(&key, marker)).await;
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// Drops the entries of `target`: with the store's `collect` when it has one, otherwise by
+/// removing the one primary key the middleware can name.
+async fn collect<St: CacheStore>(inner: &Inner<St>, key: &CacheKey, target: CollectTarget) {
+    match inner.store.as_collectable() {
+        Some(store) => {
+            if let Ok(n) = inner.timed("collect", store.collect(&target)).await {
+                log::debug!(target: LOG, "collected {n} entries of {target:?}");
+            }
+        }
+        None => {
+            if inner.timed("remove", inner.store.remove(key)).await.is_ok() {
+                log::debug!(target: LOG, "removed {key:?} (store cannot collect)");
+            }
+        }
+    }
+}
+
+/// The primary key of a same-origin URI in `Location` or `Content-Location`, if it is one.
+fn same_origin_key<St>(
+    req: &HttpRequest,
+    value: Option<&HeaderValue>,
+    inner: &Inner<St>,
+) -> Option<CacheKey> {
+    let uri = Uri::from_str(value?.to_str().ok()?).ok()?;
+    let conn = req.connection_info();
+    let host = conn.host();
+    if let Some(authority) = uri.authority() {
+        if !authority.as_str().eq_ignore_ascii_case(host) {
+            return None;
+        }
+    }
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return None;
+    }
+    Some(
+        KeyBuilder::new(host, path, uri.query().unwrap_or(""))
+            .vary(&inner.policy.vary, req.headers())
+            .finish(),
+    )
+}

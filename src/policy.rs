@@ -1,0 +1,421 @@
+//! The caching policy of one `Cache`: configuration, what may be stored, and for how long.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    StatusCode,
+};
+
+use crate::conditional::http_date;
+
+/// Who may be served a stored response. Set with [`Cache::visibility`](crate::Cache::visibility).
+///
+/// ```
+/// use actix_web::{web, App};
+/// use actix_response_cache::{Cache, MemoryStore, Visibility};
+///
+/// let store = MemoryStore::new(1_000);
+/// let app = App::new().service(
+///     web::scope("/docs").wrap(Cache::new(store).visibility(Visibility::Public)),
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Visibility {
+    /// The default: responses are stored and shared unless something says they are personal.
+    /// A response is not stored when it is marked `private` or `no-store`, sets a cookie, or
+    /// answers a request that carries `Authorization` or `Cookie` (unless the response says
+    /// `public` or `s-maxage`, or the key varies on that header). Stored responses are not served
+    /// to requests with credentials unless they were stored under those rules.
+    #[default]
+    Shared,
+    /// Every response of this scope is the same for every user: responses to requests with
+    /// `Authorization` or `Cookie` are stored and shared too. `private`, `no-store` and
+    /// `Set-Cookie` are still never stored. Added `Cache-Control` says `public`.
+    Public,
+    /// Nothing is stored on the server. ETags, 304 and 412 still work, per client, and
+    /// responses without `Cache-Control` get `private, no-cache`.
+    Private,
+}
+
+/// The default lifetime of a stored response: 60 seconds.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
+/// The default largest body that is buffered, hashed for an ETag and stored: 1 MiB.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
+/// The default limit on one store operation: 250 ms.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
+/// The cache's name in `Cache-Status` (RFC 9211) unless configured otherwise.
+pub const DEFAULT_CACHE_STATUS_NAME: &str = "actix-response-cache";
+
+#[derive(Clone, Debug)]
+pub(crate) struct Policy {
+    pub(crate) expiry: Duration,
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) visibility: Visibility,
+    pub(crate) max_body_size: usize,
+    pub(crate) store_timeout: Duration,
+    pub(crate) collect_query_variants: bool,
+    pub(crate) cache_status: Option<String>,
+    /// `Cache-Status` of a hit, prebuilt so that a hit formats nothing.
+    pub(crate) hit_status: Option<HeaderValue>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let mut policy = Self {
+            expiry: DEFAULT_EXPIRY,
+            vary: Vec::new(),
+            visibility: Visibility::Shared,
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+            collect_query_variants: false,
+            cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_owned()),
+            hit_status: None,
+        };
+        policy.rebuild();
+        policy
+    }
+}
+
+impl Policy {
+    /// Recomputes prebuilt values after a builder change.
+    pub(crate) fn rebuild(&mut self) {
+        self.hit_status = self.status_value("hit");
+    }
+
+    /// A `Cache-Status` value `<name>; <params>`, when the header is on.
+    pub(crate) fn status_value(&self, params: &str) -> Option<HeaderValue> {
+        let name = self.cache_status.as_deref()?;
+        HeaderValue::try_from(format!("{name}; {params}")).ok()
+    }
+
+    /// Whether the policy's key varies on `name`, which makes stored responses per-user when
+    /// `name` is a credential.
+    fn key_varies_on(&self, name: &HeaderName) -> bool {
+        self.vary.iter().any(|n| n == name)
+    }
+
+    /// Whether the request carries credentials the key does not separate: `Authorization`
+    /// (RFC 9111 §3.5) or `Cookie` (the same reasoning: the response may be personal).
+    pub(crate) fn has_unkeyed_credentials(&self, req: &HeaderMap) -> bool {
+        (req.contains_key(header::AUTHORIZATION) && !self.key_varies_on(&header::AUTHORIZATION))
+            || (req.contains_key(header::COOKIE) && !self.key_varies_on(&header::COOKIE))
+    }
+}
+
+/// Why a response was not stored. Logged at trace level and sent as `Cache-Status` `detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotStored {
+    PolicyPrivate,
+    Status,
+    Streaming,
+    TooLarge,
+    SetCookie,
+    NoStore,
+    RequestNoStore,
+    Private,
+    NoCache,
+    VaryAny,
+    Credentials,
+    InvalidFreshness,
+    Expired,
+}
+
+impl NotStored {
+    pub(crate) fn detail(self) -> &'static str {
+        match self {
+            Self::PolicyPrivate => "policy-private",
+            Self::Status => "status",
+            Self::Streaming => "streaming",
+            Self::TooLarge => "too-large",
+            Self::SetCookie => "set-cookie",
+            Self::NoStore => "no-store",
+            Self::RequestNoStore => "request-no-store",
+            Self::Private => "private",
+            Self::NoCache => "no-cache",
+            Self::VaryAny => "vary-star",
+            Self::Credentials => "credentials",
+            Self::InvalidFreshness => "invalid-freshness",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// How a storable response is stored.
+#[derive(Debug)]
+pub(crate) struct StorePlan {
+    pub(crate) ttl: Duration,
+    /// The header names of the response's `Vary`, lowercased, sorted and deduplicated.
+    pub(crate) vary: Vec<HeaderName>,
+    pub(crate) shareable_with_credentials: bool,
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), less the negative
+/// ones, which [`is_negative`] lists.
+fn is_positive_cacheable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308)
+}
+
+/// Heuristically cacheable error statuses: stored only with explicit freshness.
+fn is_negative(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 404 | 405 | 410 | 414 | 501)
+}
+
+/// Decides whether a `GET` response may be stored, and for how long (RFC 9111 §3, §4.2).
+pub(crate) fn storability(
+    policy: &Policy,
+    req: &HeaderMap,
+    status: StatusCode,
+    res: &HeaderMap,
+    now: SystemTime,
+) -> Result<StorePlan, NotStored> {
+    if policy.visibility == Visibility::Private {
+        return Err(NotStored::PolicyPrivate);
+    }
+    let directives = Directives::parse(res.get_all(header::CACHE_CONTROL));
+    let explicit = directives.s_maxage.is_some()
+        || directives.max_age.is_some()
+        || res.contains_key(header::EXPIRES);
+    if !(is_positive_cacheable(status) || (is_negative(status) && explicit)) {
+        return Err(NotStored::Status);
+    }
+    // RFC 9111 §5.2.1.5: a request's no-store forbids storing its response.
+    if Directives::parse(req.get_all(header::CACHE_CONTROL)).no_store {
+        return Err(NotStored::RequestNoStore);
+    }
+    if directives.no_store {
+        return Err(NotStored::NoStore);
+    }
+    // A shared cache must never replay one user's cookie to another.
+    if res.contains_key(header::SET_COOKIE) {
+        return Err(NotStored::SetCookie);
+    }
+    let per_user_key = (req.contains_key(header::AUTHORIZATION)
+        && policy.key_varies_on(&header::AUTHORIZATION))
+        || (req.contains_key(header::COOKIE) && policy.key_varies_on(&header::COOKIE));
+    // §5.2.2.7: private responses are for one user; storable only where the key is per user.
+    if directives.private && !per_user_key {
+        return Err(NotStored::Private);
+    }
+    // §5.2.2.4: no-cache needs revalidation before every reuse; this cache does not store such
+    // responses rather than serve them unvalidated.
+    if directives.no_cache {
+        return Err(NotStored::NoCache);
+    }
+    let vary = parse_vary(res).ok_or(NotStored::VaryAny)?;
+    // §3.5: responses to requests with credentials are shared only when marked for it.
+    let marked_shareable = directives.public
+        || directives.s_maxage.is_some()
+        || directives.must_revalidate
+        || policy.visibility == Visibility::Public;
+    if policy.has_unkeyed_credentials(req) && !marked_shareable {
+        return Err(NotStored::Credentials);
+    }
+    if directives.invalid {
+        return Err(NotStored::InvalidFreshness);
+    }
+    let ttl = lifetime(policy.expiry, &directives, res, now);
+    if ttl.is_zero() {
+        return Err(NotStored::Expired);
+    }
+    Ok(StorePlan {
+        ttl,
+        vary,
+        shareable_with_credentials: marked_shareable,
+    })
+}
+
+/// The scope's expiry lowered by the response's own freshness (RFC 9111 §4.2.1: `s-maxage`,
+/// then `max-age`, then `Expires` minus `Date`), minus the `Age` it already has (§4.2.3).
+fn lifetime(expiry: Duration, directives: &Directives, res: &HeaderMap, now: SystemTime) -> Duration {
+    let own = if let Some(s) = directives.s_maxage {
+        Some(Duration::from_secs(s))
+    } else if let Some(s) = directives.max_age {
+        Some(Duration::from_secs(s))
+    } else if res.contains_key(header::EXPIRES) {
+        // §5.3: an invalid Expires (e.g. "0") means already expired.
+        let expires = http_date(res, &header::EXPIRES).unwrap_or(SystemTime::UNIX_EPOCH);
+        let date = http_date(res, &header::DATE).unwrap_or(now);
+        Some(expires.duration_since(date).unwrap_or_default())
+    } else {
+        None
+    };
+    let age = res
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    own.map_or(expiry, |own| own.min(expiry)).saturating_sub(age)
+}
+
+/// Parses `Vary` into sorted, deduplicated, lowercase names; `None` for `Vary: *`.
+/// Names that are not valid tokens are skipped.
+pub(crate) fn parse_vary(res: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for line in res.get_all(header::VARY) {
+        for part in line.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part == b"*" {
+                return None;
+            }
+            if let Ok(name) = HeaderName::from_bytes(part) {
+                names.push(name);
+            }
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    Some(names)
+}
+
+/// The response or request directives of `Cache-Control` this cache acts on (RFC 9111 §5.2).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    pub(crate) no_store: bool,
+    pub(crate) no_cache: bool,
+    pub(crate) private: bool,
+    pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) max_age: Option<u64>,
+    pub(crate) s_maxage: Option<u64>,
+    /// A freshness directive had an invalid value: the response is treated as stale (§4.2.1).
+    pub(crate) invalid: bool,
+}
+
+/// §1.2.2: delta-seconds too large to represent are taken as 2^31.
+const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+impl Directives {
+    /// Parses every `Cache-Control` line. Names are case-insensitive; arguments may be tokens
+    /// or quoted strings; unknown directives are ignored. A repeated freshness directive keeps
+    /// its most restrictive (smallest) value, per the advice in §4.2.1.
+    pub(crate) fn parse<'h>(lines: impl Iterator<Item = &'h HeaderValue>) -> Self {
+        let mut d = Self::default();
+        for line in lines {
+            let mut rest = line.as_bytes();
+            while !rest.is_empty() {
+                let (name, value, after) = next_directive(rest);
+                rest = after;
+                let name = name.trim_ascii();
+                let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+                if eq("no-store") {
+                    d.no_store = true;
+                } else if eq("no-cache") {
+                    d.no_cache = true;
+                } else if eq("private") {
+                    d.private = true;
+                } else if eq("public") {
+                    d.public = true;
+                } else if eq("must-revalidate") || eq("proxy-revalidate") {
+                    d.must_revalidate = true;
+                } else if eq("max-age") {
+                    merge_seconds(&mut d.max_age, &mut d.invalid, value);
+                } else if eq("s-maxage") {
+                    merge_seconds(&mut d.s_maxage, &mut d.invalid, value);
+                }
+            }
+        }
+        d
+    }
+}
+
+fn merge_seconds(slot: &mut Option<u64>, invalid: &mut bool, value: Option<&[u8]>) {
+    match value.and_then(parse_delta_seconds) {
+        Some(s) => *slot = Some(slot.map_or(s, |old| old.min(s))),
+        None => {
+            *invalid = true;
+            *slot = Some(0);
+        }
+    }
+}
+
+fn parse_delta_seconds(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        n = n.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+    }
+    Some(n.min(DELTA_SECONDS_MAX))
+}
+
+/// Splits off one `name[=value]` directive, honouring quoted strings (which may hold commas).
+fn next_directive(bytes: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
+    let mut i = 0;
+    let mut eq = None;
+    let mut quoted = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => i += 1,
+            b'=' if !quoted && eq.is_none() => eq = Some(i),
+            b',' if !quoted => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    let end = i.min(bytes.len());
+    let item = &bytes[..end];
+    let rest = if end < bytes.len() { &bytes[end + 1..] } else { &[][..] };
+    match eq {
+        Some(e) => (&item[..e], Some(&item[e + 1..]), rest),
+        None => (item, None, rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cc(s: &str) -> Directives {
+        let v = HeaderValue::from_str(s).unwrap();
+        Directives::parse(std::iter::once(&v))
+    }
+
+    #[test]
+    fn directives_are_case_insensitive_and_quoted_values_hold_commas() {
+        let d = cc("Public, MAX-AGE=5, private=\"set-cookie, x\", s-maxage=\"7\"");
+        assert!(d.public && d.private);
+        assert_eq!(d.max_age, Some(5));
+        assert_eq!(d.s_maxage, Some(7));
+        assert!(!d.invalid);
+    }
+
+    #[test]
+    fn invalid_and_duplicate_freshness() {
+        assert!(cc("max-age=abc").invalid);
+        assert!(cc("max-age").invalid);
+        assert_eq!(cc("max-age=10, max-age=3").max_age, Some(3));
+        assert_eq!(cc("max-age=99999999999999999999999").max_age, Some(1 << 31));
+    }
+
+    #[test]
+    fn lifetime_takes_the_smallest_and_subtracts_age() {
+        let mut res = HeaderMap::new();
+        res.insert(header::AGE, HeaderValue::from_static("4"));
+        let d = cc("max-age=10");
+        let ttl = lifetime(Duration::from_secs(60), &d, &res, SystemTime::now());
+        assert_eq!(ttl, Duration::from_secs(6));
+        let ttl = lifetime(Duration::from_secs(5), &d, &HeaderMap::new(), SystemTime::now());
+        assert_eq!(ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn vary_star_and_normalisation() {
+        let mut res = HeaderMap::new();
+        res.append(header::VARY, HeaderValue::from_static("Accept-Language, accept"));
+        res.append(header::VARY, HeaderValue::from_static("accept-language"));
+        let names = parse_vary(&res).unwrap();
+        assert_eq!(names, vec![header::ACCEPT, header::ACCEPT_LANGUAGE]);
+        res.append(header::VARY, HeaderValue::from_static("*"));
+        assert_eq!(parse_vary(&res), None);
+    }
+}

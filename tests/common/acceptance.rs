@@ -1,0 +1,1 @@
+//! The store acceptance suite: filled in by the storage work.
