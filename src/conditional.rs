@@ -54,7 +54,11 @@ pub(crate) fn has_preconditions(headers: &HeaderMap) -> bool {
 /// Evaluates preconditions in the order of RFC 9110 §13.2.2.
 ///
 /// `Current::Unknown` always proceeds: only the handler can judge what the cache has not seen.
-pub(crate) fn evaluate(method: &Method, headers: &HeaderMap, current: &Current<'_>) -> Preconditions {
+pub(crate) fn evaluate(
+    method: &Method,
+    headers: &HeaderMap,
+    current: &Current<'_>,
+) -> Preconditions {
     let safe = method == Method::GET || method == Method::HEAD;
     match current {
         Current::Unknown => Preconditions::Proceed,
@@ -93,7 +97,11 @@ fn evaluate_representation(
 
     // Step 3: If-None-Match, weak comparison; a match means 304 for GET/HEAD, 412 otherwise.
     if headers.contains_key(header::IF_NONE_MATCH) {
-        let m = match_list(headers.get_all(header::IF_NONE_MATCH), etag, Comparison::Weak);
+        let m = match_list(
+            headers.get_all(header::IF_NONE_MATCH),
+            etag,
+            Comparison::Weak,
+        );
         if m != ListMatch::NotMatched {
             return if safe {
                 Preconditions::NotModified
@@ -106,9 +114,10 @@ fn evaluate_representation(
 
     // Step 4: If-Modified-Since, GET/HEAD only and only without If-None-Match (§13.1.3).
     if safe {
-        if let (Some(since), Some(modified)) =
-            (http_date(headers, &header::IF_MODIFIED_SINCE), last_modified)
-        {
+        if let (Some(since), Some(modified)) = (
+            http_date(headers, &header::IF_MODIFIED_SINCE),
+            last_modified,
+        ) {
             if modified <= since {
                 return Preconditions::NotModified;
             }
@@ -213,21 +222,36 @@ mod tests {
 
     #[test]
     fn if_match_failure_beats_if_none_match() {
-        let h = headers(&[(header::IF_MATCH, "\"b\""), (header::IF_NONE_MATCH, "\"a\"")]);
-        assert_eq!(evaluate(&Method::GET, &h, &rep("\"a\"")), Preconditions::Failed);
+        let h = headers(&[
+            (header::IF_MATCH, "\"b\""),
+            (header::IF_NONE_MATCH, "\"a\""),
+        ]);
+        assert_eq!(
+            evaluate(&Method::GET, &h, &rep("\"a\"")),
+            Preconditions::Failed
+        );
     }
 
     #[test]
     fn if_none_match_on_write_is_412() {
         let h = headers(&[(header::IF_NONE_MATCH, "*")]);
-        assert_eq!(evaluate(&Method::PUT, &h, &rep("\"a\"")), Preconditions::Failed);
-        assert_eq!(evaluate(&Method::GET, &h, &rep("\"a\"")), Preconditions::NotModified);
+        assert_eq!(
+            evaluate(&Method::PUT, &h, &rep("\"a\"")),
+            Preconditions::Failed
+        );
+        assert_eq!(
+            evaluate(&Method::GET, &h, &rep("\"a\"")),
+            Preconditions::NotModified
+        );
     }
 
     #[test]
     fn if_modified_since_is_ignored_when_if_none_match_present() {
         let past = HttpDate::from(SystemTime::now()).to_string();
-        let h = headers(&[(header::IF_NONE_MATCH, "\"x\""), (header::IF_MODIFIED_SINCE, &past)]);
+        let h = headers(&[
+            (header::IF_NONE_MATCH, "\"x\""),
+            (header::IF_MODIFIED_SINCE, &past),
+        ]);
         let current = Current::Representation {
             etag: EntityTag::parse(b"\"a\""),
             last_modified: Some(SystemTime::UNIX_EPOCH),
@@ -244,8 +268,14 @@ mod tests {
         };
         let stale = headers(&[(header::IF_MATCH, "\"old\"")]);
         let unknown = headers(&[(header::IF_MATCH, "\"old\", \"new\"")]);
-        assert_eq!(evaluate(&Method::PUT, &stale, &current), Preconditions::Failed);
-        assert_eq!(evaluate(&Method::PUT, &unknown, &current), Preconditions::Proceed);
+        assert_eq!(
+            evaluate(&Method::PUT, &stale, &current),
+            Preconditions::Failed
+        );
+        assert_eq!(
+            evaluate(&Method::PUT, &unknown, &current),
+            Preconditions::Proceed
+        );
     }
 
     #[test]
@@ -253,7 +283,10 @@ mod tests {
         let h = headers(&[(header::IF_UNMODIFIED_SINCE, "yesterday")]);
         assert_eq!(http_date(&h, &header::IF_UNMODIFIED_SINCE), None);
         let now = HttpDate::from(SystemTime::now()).to_string();
-        let h = headers(&[(header::IF_UNMODIFIED_SINCE, &now), (header::IF_UNMODIFIED_SINCE, &now)]);
+        let h = headers(&[
+            (header::IF_UNMODIFIED_SINCE, &now),
+            (header::IF_UNMODIFIED_SINCE, &now),
+        ]);
         assert_eq!(http_date(&h, &header::IF_UNMODIFIED_SINCE), None);
     }
 }

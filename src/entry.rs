@@ -49,7 +49,7 @@ pub(crate) struct EntryInner {
 
 pub(crate) enum EntryKind {
     Response(StoredResponse),
-    Variants(Box<[HeaderName]>),
+    Variants(VariantMarker),
     Modified(ModifiedMarker),
 }
 
@@ -64,6 +64,16 @@ pub(crate) struct StoredResponse {
     /// Whether the response may answer requests that carry credentials
     /// (`Authorization`, `Cookie`): RFC 9111 §3.5.
     pub(crate) shareable_with_credentials: bool,
+}
+
+/// Kept at a resource's primary key when its response carries `Vary`.
+pub(crate) struct VariantMarker {
+    /// The `Vary` header names, lowercase, sorted and deduplicated.
+    pub(crate) names: Box<[HeaderName]>,
+    /// Part of every variant key. A marker written over a write's modified marker gets a new
+    /// generation, so variants stored before the write are unreachable even where the store
+    /// could not collect them.
+    pub(crate) generation: u64,
 }
 
 /// What is known of a resource right after a successful write.
@@ -196,7 +206,7 @@ impl CacheEntry {
                             .sum::<usize>()
                         + r.etag.as_ref().map_or(0, |e| e.len())
                 }
-                EntryKind::Variants(names) => names.iter().map(|n| n.as_str().len() + 16).sum(),
+                EntryKind::Variants(v) => v.names.iter().map(|n| n.as_str().len() + 16).sum(),
                 EntryKind::Modified(m) => m.superseded.iter().map(|t| t.len() + 16).sum(),
             }
     }
@@ -206,7 +216,7 @@ impl fmt::Debug for CacheEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.inner.kind {
             EntryKind::Response(r) => format!("response {} ({} bytes)", r.status, r.body.len()),
-            EntryKind::Variants(names) => format!("variants by {names:?}"),
+            EntryKind::Variants(v) => format!("variants by {:?}", v.names),
             EntryKind::Modified(_) => "modified".to_owned(),
         };
         f.debug_struct("CacheEntry")

@@ -169,7 +169,10 @@ fn is_etagc(b: u8) -> bool {
 }
 
 fn skip_ows(bytes: &[u8]) -> &[u8] {
-    let n = bytes.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let n = bytes
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
     &bytes[n..]
 }
 
@@ -223,19 +226,43 @@ mod tests {
 
     #[test]
     fn weak_comparison_ignores_weakness() {
-        assert_eq!(eval("W/\"a\"", "\"a\"", Comparison::Weak), ListMatch::Matched);
-        assert_eq!(eval("W/\"a\"", "\"a\"", Comparison::Strong), ListMatch::NotMatched);
-        assert_eq!(eval("\"a\"", "W/\"a\"", Comparison::Strong), ListMatch::NotMatched);
+        assert_eq!(
+            eval("W/\"a\"", "\"a\"", Comparison::Weak),
+            ListMatch::Matched
+        );
+        assert_eq!(
+            eval("W/\"a\"", "\"a\"", Comparison::Strong),
+            ListMatch::NotMatched
+        );
+        assert_eq!(
+            eval("\"a\"", "W/\"a\"", Comparison::Strong),
+            ListMatch::NotMatched
+        );
     }
 
     #[test]
     fn lists_match_any_member_and_skip_junk() {
-        assert_eq!(eval("\"x\", junk, \"a\"", "\"a\"", Comparison::Strong), ListMatch::Matched);
-        assert_eq!(eval("\"a,b\"", "\"a,b\"", Comparison::Strong), ListMatch::Matched);
-        assert_eq!(eval("\"a,b\"", "\"a\"", Comparison::Strong), ListMatch::NotMatched);
-        assert_eq!(eval("a, \"b", "\"b\"", Comparison::Weak), ListMatch::NotMatched);
+        assert_eq!(
+            eval("\"x\", junk, \"a\"", "\"a\"", Comparison::Strong),
+            ListMatch::Matched
+        );
+        assert_eq!(
+            eval("\"a,b\"", "\"a,b\"", Comparison::Strong),
+            ListMatch::Matched
+        );
+        assert_eq!(
+            eval("\"a,b\"", "\"a\"", Comparison::Strong),
+            ListMatch::NotMatched
+        );
+        assert_eq!(
+            eval("a, \"b", "\"b\"", Comparison::Weak),
+            ListMatch::NotMatched
+        );
         assert_eq!(eval(" * ", "\"b\"", Comparison::Weak), ListMatch::Any);
-        assert_eq!(eval("\"a\"x, \"b\"", "\"a\"", Comparison::Weak), ListMatch::Matched);
+        assert_eq!(
+            eval("\"a\"x, \"b\"", "\"a\"", Comparison::Weak),
+            ListMatch::Matched
+        );
         assert_eq!(eval("", "\"a\"", Comparison::Weak), ListMatch::NotMatched);
         assert_eq!(eval("W/", "\"a\"", Comparison::Weak), ListMatch::NotMatched);
         assert_eq!(eval("\"", "\"a\"", Comparison::Weak), ListMatch::NotMatched);

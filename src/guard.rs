@@ -40,7 +40,9 @@ fn log() -> &'static Mutex<WriteLog> {
     static LOG: OnceLock<Mutex<WriteLog>> = OnceLock::new();
     LOG.get_or_init(|| {
         Mutex::new(WriteLog {
-            last_write: LruCache::new(NonZeroUsize::new(REMEMBERED_WRITES).unwrap_or(NonZeroUsize::MIN)),
+            last_write: LruCache::new(
+                NonZeroUsize::new(REMEMBERED_WRITES).unwrap_or(NonZeroUsize::MIN),
+            ),
             floor: 0,
         })
     })

@@ -145,12 +145,18 @@ impl CacheKey {
         &self.bytes
     }
 
-    /// Derives the key of one variant: this key plus the request values of `names`
-    /// (the header names of the stored response's `Vary`).
-    pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
+    /// Derives the key of one variant: this key, the variant marker's generation, and the
+    /// request values of `names` (the header names of the stored response's `Vary`).
+    pub(crate) fn variant(
+        &self,
+        names: &[HeaderName],
+        generation: u64,
+        headers: &HeaderMap,
+    ) -> CacheKey {
         let mut bytes = Vec::with_capacity(self.bytes.len() + 64);
         bytes.extend_from_slice(&self.bytes);
-        bytes.extend_from_slice(b"\n\x01vary");
+        bytes.extend_from_slice(b"\n\x01vary ");
+        bytes.extend_from_slice(&generation.to_be_bytes());
         push_header_values(&mut bytes, names, headers);
         CacheKey {
             bytes: bytes.into(),
@@ -278,6 +284,9 @@ mod tests {
 
     #[test]
     fn query_and_path_do_not_run_together() {
-        assert_ne!(CacheKey::for_get("h", "/a", "b"), CacheKey::for_get("h", "/ab", ""));
+        assert_ne!(
+            CacheKey::for_get("h", "/a", "b"),
+            CacheKey::for_get("h", "/ab", "")
+        );
     }
 }

@@ -1,8 +1,139 @@
 //! Server-side HTTP response caching and correct conditional requests for actix-web 4.
 //!
-//! (Crate guide: see README.)
+//! # What it does
+//!
+//! An HTTP cache keeps responses so that a repeated request is answered without running the
+//! handler again, and HTTP's *validators* (entity tags and modification dates) let clients ask
+//! "has it changed?" and get a tiny `304 Not Modified` instead of the whole body, or make a write
+//! conditional on the version they saw, so two clients cannot silently overwrite each other
+//! (`412 Precondition Failed`). [`Cache`] does all of it as one actix-web middleware:
+//!
+//! - serves fresh `GET`/`HEAD` responses from a pluggable [`CacheStore`], or calls the handler
+//!   and stores what may be stored (RFC 9111);
+//! - gives every `2xx` response with a body of known size a strong `ETag`, the SHA-256 of the
+//!   body, unless the handler set one (which is kept as it is);
+//! - answers `If-None-Match` / `If-Modified-Since` with `304`, and `If-Match` /
+//!   `If-Unmodified-Since` / `If-None-Match: *` on `PUT`, `PATCH`, `DELETE` and `POST` with `412`
+//!   **before** the handler runs, so a stale write never happens (RFC 9110 §13);
+//! - after a successful write, drops every stored variant of the resource
+//!   ([`CollectableStore::collect`]), and remembers which entity tags the write made stale;
+//! - keeps serving when the store fails or is slow: the request goes on uncached and the error is
+//!   logged. Nothing in the request path panics.
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_web::{web, App, HttpResponse};
+//! use actix_response_cache::{Cache, MemoryStore};
+//!
+//! async fn get_user(id: web::Path<u32>) -> HttpResponse {
+//!     HttpResponse::Ok().body(format!("user {id}"))
+//! }
+//!
+//! let store = MemoryStore::new(10_000); // bounded LRU; `Clone` shares one store
+//! let app = App::new()
+//!     .wrap(Cache::new(store.clone())) // app-wide: ETags, 304/412, caching
+//!     .service(
+//!         web::scope("/users")
+//!             .wrap(Cache::new(store).cache_expiry(Duration::from_secs(10)))
+//!             .route("/{id}", web::get().to(get_user)),
+//!     );
+//! ```
+//!
+//! # A request's path through the cache
+//!
+//! - `GET`/`HEAD`: the key is the method class (`HEAD` shares the `GET` entry), host, path,
+//!   query string, and the request values of the headers named by [`Cache::cache_vary`] and by the
+//!   stored response's `Vary`. A fresh entry is served with `Age` (or turned into a `304`/`412`
+//!   when the request's preconditions say so). On a miss the handler runs (a `HEAD` miss runs as
+//!   `GET`); the response gets its `ETag`, is stored if it may be, and the preconditions are
+//!   evaluated against it, so a conditional request works even on a cold store.
+//! - `PUT`/`PATCH`/`DELETE`/`POST`: the preconditions are evaluated against the stored
+//!   validators; a failure is a `412` and the handler is not called. After a `2xx` or `3xx`, the
+//!   entries of the target URI (every `Vary` variant, `HEAD` included, and with
+//!   [`Cache::collect_query_variants`] every query string) are collected, as are same-origin URIs in
+//!   `Location` and `Content-Location` (RFC 9111 §4.4).
+//! - Other methods pass through untouched, without boxing.
+//!
+//! What is stored: `GET` responses with status 200, 203, 204, 300, 301 or 308 (404, 405, 410,
+//! 414 and 501 only with explicit freshness), a body of known size up to
+//! [`Cache::max_body_size`], and none of `Set-Cookie`, `Cache-Control: no-store`, `private`,
+//! `no-cache` or `Vary: *`. A response lives for the scope's [`Cache::cache_expiry`], lowered by
+//! its own `s-maxage`, `max-age` or `Expires`; `Cache-Control: max-age` is added only where the
+//! handler set no `Cache-Control`. Streaming bodies pass through unbuffered.
+//!
+//! Every response the cache answers or forwards carries `Cache-Status` (RFC 9211), e.g.
+//! `actix-response-cache; hit` or `actix-response-cache; fwd=uri-miss; stored`, with a `detail`
+//! that says why a response was not stored.
+//!
+//! # How we chose the defaults
+//!
+//! When in doubt, the safe choice: never share one user's data with another, never serve what a
+//! write made stale.
+//!
+//! - **Credentials**: a response to a request with `Authorization` *or* `Cookie` is not stored,
+//!   and such a request is not answered from another user's stored response, unless the response
+//!   says `public` or `s-maxage` (RFC 9111 §3.5), or the scope is [`Visibility::Public`], or the
+//!   key varies on that header ([`Cache::cache_vary`]`(["cookie"])`). RFC 9111 only names
+//!   `Authorization`; we treat `Cookie` the same way because actix apps commonly keep sessions in
+//!   cookies, and one line of middleware must not leak a logged-in page to everyone.
+//! - **Expiry** 60 s: short enough that data changed outside the app (another service writing
+//!   the database) is not stale for long. Writes through the app are collected at once anyway.
+//! - **Body limit** 1 MiB: bigger bodies are passed through, neither hashed nor stored.
+//! - **Store timeout** 250 ms: a slow store costs a request at most that, then it goes on
+//!   uncached.
+//! - **Client `Cache-Control: no-cache` / `max-age=0`** are ignored for reading: an application
+//!   cache protects the handler, and one client must not be able to make every request a miss.
+//!   A request's `no-store` is honoured: its response is not stored.
+//! - **Unknown validators**: when nothing is stored for a resource, the cache cannot judge a
+//!   write's `If-Match`, so the write goes to the handler (which may check it itself). After a
+//!   successful write the cache remembers the entity tags it made stale, so a second client's
+//!   `If-Match` with the old tag gets its `412` even before anyone reads the resource again. A
+//!   write that left the body byte-identical makes that a spurious (safe) `412`: the client
+//!   re-reads and retries.
+//!
+//! # Middleware order
+//!
+//! actix runs the middleware registered *last* first (outermost). Register `Cache` **before**
+//! (inside) middleware that changes the representation per request header, such as `Compress`,
+//! so that what is stored is the handler's representation and each client still gets its own
+//! encoding; register it **after** (outside) middleware that adds request headers the key must
+//! see.
+//!
+//! ```
+//! use actix_web::{middleware::{Compress, Logger}, App};
+//! use actix_response_cache::{Cache, MemoryStore};
+//!
+//! let app = App::new()
+//!     .wrap(Cache::new(MemoryStore::new(10_000))) // innermost: sees the handler's bytes
+//!     .wrap(Compress::default()) // encodes hits and misses alike per Accept-Encoding
+//!     .wrap(Logger::default()); // outermost
+//! ```
+//!
+//! A `304` has no body at all (`body::None`), so `Compress` leaves it alone.
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] is a bounded in-process LRU (entry count and bytes), shared by every worker.
+//! Any type that implements [`CacheStore`] is a store; implement [`CollectableStore`] too (and
+//! return `Some(self)` from [`CacheStore::as_collectable`]) so that a write drops every variant at
+//! once. A store that only implements [`CacheStore`] still works: the middleware removes the
+//! primary key itself and leaves a marker there that hides every `Vary` variant; entries under
+//! other query strings then age out by expiry.
+//!
+//! # The hit path
+//!
+//! A hit is one store lookup (two for a resource that varies by response `Vary`), a
+//! reference-count clone of the stored body, and a copy of the prebuilt header map. The store lock
+//! is held only for the lookup. Request headers are parsed in place, as bytes.
+//!
+//! # Logging
+//!
+//! Through `log`, target `actix_response_cache`: `debug` for hit, miss, stored, 304, 412 and
+//! collected; `trace` for key derivation and the reason a response was not stored; `warn` for
+//! store errors and timeouts.
 
 #![deny(missing_docs, unreachable_pub, rust_2018_idioms, unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod conditional;
 mod entry;
@@ -21,11 +152,13 @@ pub use crate::{
         Visibility, DEFAULT_CACHE_STATUS_NAME, DEFAULT_EXPIRY, DEFAULT_MAX_BODY_SIZE,
         DEFAULT_STORE_TIMEOUT,
     },
-    store::{CacheStore, CollectTarget, CollectableStore, MemoryStore, StoreError, DEFAULT_MAX_BYTES},
+    store::{
+        CacheStore, CollectTarget, CollectableStore, MemoryStore, StoreError, DEFAULT_MAX_BYTES,
+    },
 };
 
+/// Types that appear in the middleware's trait bounds. Built by actix; not used directly.
 #[doc(hidden)]
 pub mod dev {
-    //! Types that appear in trait bounds; not meant to be used directly.
     pub use crate::middleware::{CacheFuture, CacheMiddleware};
 }

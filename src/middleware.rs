@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     conditional::{self, Current, Preconditions},
-    entry::{EntryKind, ModifiedMarker, StoredResponse},
+    entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
     etag::{self, EntityTag},
     guard,
     key::KeyBuilder,
@@ -134,7 +134,10 @@ impl<St> Cache<St> {
     /// ```
     #[must_use]
     pub fn cache_expiry(self, expiry: Duration) -> Self {
-        assert!(!expiry.is_zero(), "Cache::cache_expiry: expiry must be positive");
+        assert!(
+            !expiry.is_zero(),
+            "Cache::cache_expiry: expiry must be positive"
+        );
         self.policy_mut(|p| p.expiry = expiry)
     }
 
@@ -200,7 +203,10 @@ impl<St> Cache<St> {
     /// ```
     #[must_use]
     pub fn max_body_size(self, bytes: usize) -> Self {
-        assert!(bytes > 0, "Cache::max_body_size: the limit must be at least 1 byte");
+        assert!(
+            bytes > 0,
+            "Cache::max_body_size: the limit must be at least 1 byte"
+        );
         self.policy_mut(|p| p.max_body_size = bytes)
     }
 
@@ -218,7 +224,10 @@ impl<St> Cache<St> {
     /// ```
     #[must_use]
     pub fn store_timeout(self, timeout: Duration) -> Self {
-        assert!(!timeout.is_zero(), "Cache::store_timeout: the timeout must be positive");
+        assert!(
+            !timeout.is_zero(),
+            "Cache::store_timeout: the timeout must be positive"
+        );
         self.policy_mut(|p| p.store_timeout = timeout)
     }
 
@@ -321,13 +330,17 @@ where
         let method = req.method();
         if method == Method::GET || method == Method::HEAD {
             let flow = read(Rc::clone(&self.service), Rc::clone(&self.inner), req);
-            CacheFuture::Store { fut: Box::pin(flow) }
+            CacheFuture::Store {
+                fut: Box::pin(flow),
+            }
         } else if matches!(
             *method,
             Method::PUT | Method::PATCH | Method::DELETE | Method::POST
         ) {
             let flow = write(Rc::clone(&self.service), Rc::clone(&self.inner), req);
-            CacheFuture::Store { fut: Box::pin(flow) }
+            CacheFuture::Store {
+                fut: Box::pin(flow),
+            }
         } else {
             CacheFuture::PassThrough {
                 fut: self.service.call(req),
@@ -355,9 +368,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            CacheFutureProj::PassThrough { fut } => {
-                fut.poll(cx).map(|res| res.map(ServiceResponse::map_into_left_body))
-            }
+            CacheFutureProj::PassThrough { fut } => fut
+                .poll(cx)
+                .map(|res| res.map(ServiceResponse::map_into_left_body)),
             CacheFutureProj::Store { fut } => fut.as_mut().poll(cx),
         }
     }
@@ -374,7 +387,8 @@ enum Lookup {
     /// A write left a marker and no `GET` has stored the new representation yet.
     Modified(CacheEntry),
     UriMiss,
-    VaryMiss,
+    /// The primary key holds a variant marker, but not for this request's header values.
+    VaryMiss(CacheEntry),
     StoreFailed,
 }
 
@@ -414,8 +428,8 @@ impl<St: CacheStore> Inner<St> {
         match primary.kind() {
             EntryKind::Response(_) => Lookup::Hit(primary),
             EntryKind::Modified(_) => Lookup::Modified(primary),
-            EntryKind::Variants(names) => {
-                let variant = key.variant(names, headers);
+            EntryKind::Variants(marker) => {
+                let variant = key.variant(&marker.names, marker.generation, headers);
                 match self.timed("get", self.store.get(&variant)).await {
                     Ok(Some(entry))
                         if !entry.is_expired(now)
@@ -423,7 +437,7 @@ impl<St: CacheStore> Inner<St> {
                     {
                         Lookup::Hit(entry)
                     }
-                    Ok(_) => Lookup::VaryMiss,
+                    Ok(_) => Lookup::VaryMiss(primary),
                     Err(_) => Lookup::StoreFailed,
                 }
             }
@@ -454,6 +468,11 @@ where
         inner.lookup(&key, req.headers()).await
     };
 
+    // The variant marker a new variant joins, if the resource has one.
+    let marker = match &lookup {
+        Lookup::VaryMiss(entry) | Lookup::Hit(entry) => Some(entry.clone()),
+        _ => None,
+    };
     let fwd = match lookup {
         Lookup::Hit(entry) => {
             if let EntryKind::Response(stored) = entry.kind() {
@@ -465,7 +484,7 @@ where
             }
             "fwd=bypass"
         }
-        Lookup::VaryMiss => "fwd=vary-miss",
+        Lookup::VaryMiss(_) => "fwd=vary-miss",
         Lookup::StoreFailed => "fwd=miss; detail=store-error",
         Lookup::UriMiss | Lookup::Modified(_) => "fwd=uri-miss",
     };
@@ -512,6 +531,7 @@ where
         log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
         let mut res = res.map_into_left_body();
         res.response_mut().extensions_mut().insert(Handled);
+        mark_private(&inner.policy, res.headers_mut());
         if let Some(v) = inner.status(&format!("{fwd}; detail={}", reason.detail())) {
             res.headers_mut().insert(cache_status(), v);
         }
@@ -540,7 +560,20 @@ where
             prepare_stored_headers(&inner.policy, head.headers_mut(), &plan);
             let stored = stored_response(status, head.headers(), body.clone(), &plan);
             let entry = CacheEntry::new(now, plan.ttl, EntryKind::Response(stored));
-            if store_fresh(&inner, &key, &plan, http_req.headers(), entry, epoch).await {
+            let marker = marker
+                .as_ref()
+                .filter(|m| matches!(m.kind(), EntryKind::Variants(_)));
+            if store_fresh(
+                &inner,
+                &key,
+                &plan,
+                http_req.headers(),
+                entry,
+                marker,
+                epoch,
+            )
+            .await
+            {
                 log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
                 status_params.push_str("; stored");
             } else {
@@ -549,20 +582,10 @@ where
         }
         Err(reason) => {
             log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
-            if inner.policy.visibility == Visibility::Private
-                && !head.headers().contains_key(header::CACHE_CONTROL)
-            {
-                head.headers_mut().insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("private, no-cache"),
-                );
-            }
+            mark_private(&inner.policy, head.headers_mut());
             status_params.push_str("; detail=");
             status_params.push_str(reason.detail());
         }
-    }
-    if let Some(v) = inner.status(&status_params) {
-        head.headers_mut().insert(cache_status(), v);
     }
 
     // Preconditions on the fresh response (RFC 9110 §13.2.1: only for a 2xx).
@@ -587,8 +610,22 @@ where
             conditional::precondition_failed()
         }
     };
+    if let Some(v) = inner.status(&status_params) {
+        response.headers_mut().insert(cache_status(), v);
+    }
     response.extensions_mut().insert(Handled);
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+}
+
+/// Under [`Visibility::Private`], tells downstream caches the same: `private, no-cache` where
+/// the handler set no `Cache-Control` (RFC 9111 §5.2.2.7).
+fn mark_private(policy: &Policy, headers: &mut HeaderMap) {
+    if policy.visibility == Visibility::Private && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
 }
 
 /// Adds what the cache promises to a response it stores: `Cache-Control` where the handler set
@@ -611,7 +648,11 @@ fn prepare_stored_headers(policy: &Policy, headers: &mut HeaderMap, plan: &polic
         .filter(|name| !plan.vary.contains(name))
         .collect();
     if !missing.is_empty() {
-        let list = missing.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        let list = missing
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         if let Ok(value) = HeaderValue::try_from(list) {
             headers.append(header::VARY, value);
         }
@@ -659,12 +700,16 @@ fn stored_response(
 
 /// Stores a fresh response (and its `Vary` marker), unless a write of the resource happened
 /// since the miss began. Returns whether the response is stored.
+///
+/// `existing` is the variant marker the lookup found at the primary key, if any: a new variant
+/// of the same `Vary` names joins its generation, so the variants stored before stay reachable.
 async fn store_fresh<St: CacheStore>(
     inner: &Inner<St>,
     key: &CacheKey,
     plan: &policy::StorePlan,
     req_headers: &HeaderMap,
     entry: CacheEntry,
+    existing: Option<&CacheEntry>,
     epoch: u64,
 ) -> bool {
     let resource = key.resource();
@@ -672,29 +717,76 @@ async fn store_fresh<St: CacheStore>(
         log::trace!(target: LOG, "not stored {key:?}: written while in flight");
         return false;
     }
+    let mut wrote_marker = false;
     let target = if plan.vary.is_empty() {
         key.clone()
     } else {
+        let joined = existing.and_then(|m| match m.kind() {
+            EntryKind::Variants(v) if *v.names == *plan.vary => {
+                Some((v.generation, m.expires_at()))
+            }
+            _ => None,
+        });
+        let (generation, expires_at) = match joined {
+            Some((generation, expires_at)) => (generation, expires_at.max(entry.expires_at())),
+            None => (new_generation(), entry.expires_at()),
+        };
+        let ttl = expires_at
+            .duration_since(entry.stored_at())
+            .unwrap_or(plan.ttl);
         let marker = CacheEntry::new(
             entry.stored_at(),
-            plan.ttl,
-            EntryKind::Variants(plan.vary.clone().into_boxed_slice()),
+            ttl,
+            EntryKind::Variants(VariantMarker {
+                names: plan.vary.clone().into_boxed_slice(),
+                generation,
+            }),
         );
-        if inner.timed("set", inner.store.set(key, marker)).await.is_err() {
+        if inner
+            .timed("set", inner.store.set(key, marker))
+            .await
+            .is_err()
+        {
             return false;
         }
-        key.variant(&plan.vary, req_headers)
+        wrote_marker = true;
+        key.variant(&plan.vary, generation, req_headers)
     };
-    if inner.timed("set", inner.store.set(&target, entry)).await.is_err() {
+    if inner
+        .timed("set", inner.store.set(&target, entry))
+        .await
+        .is_err()
+    {
         return false;
     }
-    // The re-check closes the window between the check above and the set.
+    // The re-check closes the window between the check above and the sets. A marker this miss
+    // wrote may have replaced a write's modified marker: drop it too, so no old variant is
+    // reachable (the write's record of superseded tags is lost; a late If-Match then goes to
+    // the handler).
     if guard::written_since(resource, epoch) {
         let _ = inner.timed("remove", inner.store.remove(&target)).await;
+        if wrote_marker {
+            let _ = inner.timed("remove", inner.store.remove(key)).await;
+        }
         log::trace!(target: LOG, "removed {target:?}: written while in flight");
         return false;
     }
     true
+}
+
+/// A generation for a new variant marker: unique enough across processes and restarts that
+/// two servers sharing a store do not pick the same one for the same resource by chance.
+fn new_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u64(guard::epoch());
+    h.finish()
 }
 
 /// Answers a hit: the stored response (a reference-count clone of its body), a 304 or a 412.
@@ -734,7 +826,8 @@ fn serve_hit<St>(
             conditional::precondition_failed()
         }
     };
-    res.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    res.headers_mut()
+        .insert(header::AGE, HeaderValue::from(age));
     if let Some(v) = &inner.policy.hit_status {
         res.headers_mut().insert(cache_status(), v.clone());
     }
@@ -770,11 +863,20 @@ where
     // strong tags the client's If-Match claims are current.
     let mut superseded: Vec<Box<[u8]>> = Vec::new();
     let mut failed = false;
+    // A request with credentials the key does not separate was never served a stored entry
+    // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
+    let credentials = inner.policy.has_unkeyed_credentials(req.headers());
     {
         let current = match &lookup {
             Lookup::Hit(entry) => match entry.kind() {
-                EntryKind::Response(stored) if stored.status.is_success() => {
-                    let etag = stored.etag.as_ref().and_then(|v| EntityTag::parse(v.as_bytes()));
+                EntryKind::Response(stored)
+                    if stored.status.is_success()
+                        && (!credentials || stored.shareable_with_credentials) =>
+                {
+                    let etag = stored
+                        .etag
+                        .as_ref()
+                        .and_then(|v| EntityTag::parse(v.as_bytes()));
                     if let Some(tag) = etag.filter(|t| !t.weak) {
                         superseded.push(tag.opaque.into());
                     }
@@ -825,12 +927,18 @@ where
     // may invalidate the same-origin URIs in Location and Content-Location.
     guard::record_write(key.resource());
     let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
-    collect(&inner, &key, CollectTarget::new(key.resource().clone(), query)).await;
+    collect(
+        &inner,
+        &key,
+        CollectTarget::new(key.resource().clone(), query),
+    )
+    .await;
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(other) = same_origin_key(res.request(), res.headers().get(&name), &inner) {
             if other.resource() != key.resource() || other.query() != key.query() {
                 guard::record_write(other.resource());
-                let target = CollectTarget::new(other.resource().clone(), Some(other.query().into()));
+                let target =
+                    CollectTarget::new(other.resource().clone(), Some(other.query().into()));
                 collect(&inner, &other, target).await;
             }
         }
@@ -893,4 +1001,63 @@ fn same_origin_key<St>(
             .vary(&inner.policy.vary, req.headers())
             .finish(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_service::IntoService;
+    use actix_web::{http::StatusCode, test as actix_test};
+
+    use super::*;
+    use crate::MemoryStore;
+
+    #[actix_web::test]
+    async fn other_methods_pass_through_untouched() {
+        let mw = Cache::new(MemoryStore::new(10))
+            .new_transform(actix_test::ok_service())
+            .await
+            .unwrap();
+        let req = actix_test::TestRequest::default()
+            .method(Method::OPTIONS)
+            .to_srv_request();
+        let res = mw.call(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get(header::ETAG).is_none());
+        assert!(res.headers().get("cache-status").is_none());
+    }
+
+    #[actix_web::test]
+    async fn a_get_through_the_transform_is_stored_then_hit() {
+        let store = MemoryStore::new(10);
+        let srv = |req: ServiceRequest| async move {
+            Ok::<_, Error>(req.into_response(HttpResponse::Ok().body("x")))
+        };
+        let mw = Cache::new(store.clone())
+            .new_transform(srv.into_service())
+            .await
+            .unwrap();
+        let first = mw
+            .call(actix_test::TestRequest::get().to_srv_request())
+            .await
+            .unwrap();
+        assert!(first.headers().contains_key(header::ETAG));
+        assert_eq!(store.len(), 1);
+        let second = mw
+            .call(actix_test::TestRequest::get().to_srv_request())
+            .await
+            .unwrap();
+        assert!(second.headers().contains_key(header::AGE));
+    }
+
+    #[test]
+    #[should_panic(expected = "expiry must be positive")]
+    fn zero_expiry_is_rejected_at_build_time() {
+        let _ = Cache::new(MemoryStore::new(10)).cache_expiry(Duration::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a token")]
+    fn invalid_cache_status_name_is_rejected_at_build_time() {
+        let _ = Cache::new(MemoryStore::new(10)).cache_status_name("two words");
+    }
 }

@@ -34,18 +34,47 @@ pub enum Visibility {
     /// `Authorization` or `Cookie` are stored and shared too. `private`, `no-store` and
     /// `Set-Cookie` are still never stored. Added `Cache-Control` says `public`.
     Public,
-    /// Nothing is stored on the server. ETags, 304 and 412 still work, per client, and
-    /// responses without `Cache-Control` get `private, no-cache`.
+    /// Nothing is stored on the server. ETags and `304` still work, per client, and responses
+    /// without `Cache-Control` get `private, no-cache`. A write's preconditions need a stored
+    /// validator, so under `Private` they are left to the handler.
     Private,
 }
 
 /// The default lifetime of a stored response: 60 seconds.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_EXPIRY};
+///
+/// assert_eq!(DEFAULT_EXPIRY, std::time::Duration::from_secs(60));
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
 /// The default largest body that is buffered, hashed for an ETag and stored: 1 MiB.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_MAX_BODY_SIZE};
+///
+/// assert_eq!(DEFAULT_MAX_BODY_SIZE, 1024 * 1024);
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
 pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// The default limit on one store operation: 250 ms.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_STORE_TIMEOUT};
+///
+/// assert_eq!(DEFAULT_STORE_TIMEOUT, std::time::Duration::from_millis(250));
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// The cache's name in `Cache-Status` (RFC 9211) unless configured otherwise.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_CACHE_STATUS_NAME};
+///
+/// assert_eq!(DEFAULT_CACHE_STATUS_NAME, "actix-response-cache");
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
 pub const DEFAULT_CACHE_STATUS_NAME: &str = "actix-response-cache";
 
 #[derive(Clone, Debug)]
@@ -226,28 +255,39 @@ pub(crate) fn storability(
     })
 }
 
-/// The scope's expiry lowered by the response's own freshness (RFC 9111 §4.2.1: `s-maxage`,
-/// then `max-age`, then `Expires` minus `Date`), minus the `Age` it already has (§4.2.3).
-fn lifetime(expiry: Duration, directives: &Directives, res: &HeaderMap, now: SystemTime) -> Duration {
+/// The scope's expiry lowered by what is left of the response's own freshness: its lifetime
+/// (RFC 9111 §4.2.1: `s-maxage`, then `max-age`, then `Expires` minus `Date`) minus its current
+/// age (§4.2.3: the larger of the `Age` it carries and the time since its `Date`).
+fn lifetime(
+    expiry: Duration,
+    directives: &Directives,
+    res: &HeaderMap,
+    now: SystemTime,
+) -> Duration {
+    let date = http_date(res, &header::DATE);
     let own = if let Some(s) = directives.s_maxage {
-        Some(Duration::from_secs(s))
+        Duration::from_secs(s)
     } else if let Some(s) = directives.max_age {
-        Some(Duration::from_secs(s))
+        Duration::from_secs(s)
     } else if res.contains_key(header::EXPIRES) {
         // §5.3: an invalid Expires (e.g. "0") means already expired.
         let expires = http_date(res, &header::EXPIRES).unwrap_or(SystemTime::UNIX_EPOCH);
-        let date = http_date(res, &header::DATE).unwrap_or(now);
-        Some(expires.duration_since(date).unwrap_or_default())
+        expires
+            .duration_since(date.unwrap_or(now))
+            .unwrap_or_default()
     } else {
-        None
+        return expiry;
     };
-    let age = res
+    let age_value = res
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or_default();
-    own.map_or(expiry, |own| own.min(expiry)).saturating_sub(age)
+    let apparent_age = date
+        .and_then(|date| now.duration_since(date).ok())
+        .unwrap_or_default();
+    own.saturating_sub(age_value.max(apparent_age)).min(expiry)
 }
 
 /// Parses `Vary` into sorted, deduplicated, lowercase names; `None` for `Vary: *`.
@@ -364,7 +404,11 @@ fn next_directive(bytes: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
     }
     let end = i.min(bytes.len());
     let item = &bytes[..end];
-    let rest = if end < bytes.len() { &bytes[end + 1..] } else { &[][..] };
+    let rest = if end < bytes.len() {
+        &bytes[end + 1..]
+    } else {
+        &[][..]
+    };
     match eq {
         Some(e) => (&item[..e], Some(&item[e + 1..]), rest),
         None => (item, None, rest),
@@ -404,14 +448,25 @@ mod tests {
         let d = cc("max-age=10");
         let ttl = lifetime(Duration::from_secs(60), &d, &res, SystemTime::now());
         assert_eq!(ttl, Duration::from_secs(6));
-        let ttl = lifetime(Duration::from_secs(5), &d, &HeaderMap::new(), SystemTime::now());
+        let ttl = lifetime(
+            Duration::from_secs(5),
+            &d,
+            &HeaderMap::new(),
+            SystemTime::now(),
+        );
+        assert_eq!(ttl, Duration::from_secs(5));
+        // No freshness of its own: the scope's expiry, whatever the Date.
+        let ttl = lifetime(Duration::from_secs(5), &cc(""), &res, SystemTime::now());
         assert_eq!(ttl, Duration::from_secs(5));
     }
 
     #[test]
     fn vary_star_and_normalisation() {
         let mut res = HeaderMap::new();
-        res.append(header::VARY, HeaderValue::from_static("Accept-Language, accept"));
+        res.append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Language, accept"),
+        );
         res.append(header::VARY, HeaderValue::from_static("accept-language"));
         let names = parse_vary(&res).unwrap();
         assert_eq!(names, vec![header::ACCEPT, header::ACCEPT_LANGUAGE]);

@@ -53,6 +53,13 @@ struct State {
 }
 
 /// The default byte budget of a [`MemoryStore`]: 64 MiB.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_MAX_BYTES};
+///
+/// assert_eq!(DEFAULT_MAX_BYTES, 64 * 1024 * 1024);
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 impl MemoryStore {
@@ -95,7 +102,10 @@ impl MemoryStore {
     /// ```
     #[must_use]
     pub fn max_bytes(self, max_bytes: usize) -> Self {
-        assert!(max_bytes > 0, "MemoryStore::max_bytes: the budget must be at least 1 byte");
+        assert!(
+            max_bytes > 0,
+            "MemoryStore::max_bytes: the budget must be at least 1 byte"
+        );
         self.inner.lock().max_bytes = max_bytes;
         self
     }

@@ -129,7 +129,11 @@ pub trait CacheStore: 'static {
 
     /// Stores `entry` under `key`, replacing what was there, until
     /// [`entry.expires_at()`](CacheEntry::expires_at).
-    fn set(&self, key: &CacheKey, entry: CacheEntry) -> impl Future<Output = Result<(), StoreError>>
+    fn set(
+        &self,
+        key: &CacheKey,
+        entry: CacheEntry,
+    ) -> impl Future<Output = Result<(), StoreError>>
     where
         Self: Sized;
 

@@ -39,7 +39,9 @@ pub fn header<B>(res: &ServiceResponse<B>, name: impl TryInto<HeaderName>) -> St
 }
 
 /// Reads a response's whole body.
-pub async fn body(res: ServiceResponse<impl actix_web::body::MessageBody>) -> actix_web::web::Bytes {
+pub async fn body(
+    res: ServiceResponse<impl actix_web::body::MessageBody>,
+) -> actix_web::web::Bytes {
     test::read_body(res).await
 }
 

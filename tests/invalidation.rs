@@ -1,0 +1,794 @@
+//! Invalidation after writes (RFC 9111 §4.4), the race guard, and nested `Cache`s.
+//!
+//! Every test uses paths of its own: the race guard's write log is process-wide, so a write in
+//! one test must not stop a store in another test running in parallel.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix_response_cache::{Cache, MemoryStore};
+use actix_web::{
+    http::{
+        header::{self, HeaderName},
+        Method, StatusCode,
+    },
+    test::{call_service, init_service, TestRequest},
+    web, App, HttpRequest, HttpResponse,
+};
+use common::{body, header, Calls};
+
+/// The application behind the cache: `GET` returns `<path>?<query> v<version>`; a write answers
+/// `write_status` with `write_headers` and, when that is a 2xx or 3xx, bumps the version.
+#[derive(Clone)]
+struct Backend {
+    reads: Calls,
+    writes: Calls,
+    version: Arc<AtomicUsize>,
+    write_status: StatusCode,
+    write_headers: Vec<(HeaderName, String)>,
+    /// `GET` answers with `Vary: Accept-Language` and the language in the body.
+    vary_language: bool,
+}
+
+impl Backend {
+    fn new() -> Self {
+        Self {
+            reads: Calls::default(),
+            writes: Calls::default(),
+            version: Arc::new(AtomicUsize::new(1)),
+            write_status: StatusCode::OK,
+            write_headers: Vec::new(),
+            vary_language: false,
+        }
+    }
+
+    fn write_status(mut self, status: u16) -> Self {
+        self.write_status = StatusCode::from_u16(status).expect("a status code");
+        self
+    }
+
+    fn write_header(mut self, name: HeaderName, value: &str) -> Self {
+        self.write_headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn vary_language(mut self) -> Self {
+        self.vary_language = true;
+        self
+    }
+
+    fn version(&self) -> usize {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    async fn respond(self, req: HttpRequest) -> HttpResponse {
+        if req.method() == Method::GET {
+            self.reads.hit();
+            let mut text = format!("{}?{} v{}", req.path(), req.query_string(), self.version());
+            let mut res = HttpResponse::Ok();
+            if self.vary_language {
+                let lang = req
+                    .headers()
+                    .get(header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none");
+                text = format!("{text} {lang}");
+                res.insert_header((header::VARY, "Accept-Language"));
+            }
+            return res.body(text);
+        }
+        self.writes.hit();
+        if self.write_status.is_success() || self.write_status.is_redirection() {
+            self.version.fetch_add(1, Ordering::SeqCst);
+        }
+        let mut res = HttpResponse::build(self.write_status);
+        for (name, value) in &self.write_headers {
+            res.insert_header((name.clone(), value.as_str()));
+        }
+        res.body("written")
+    }
+}
+
+/// `init_service` over `$cache` and the backend, for any path and method.
+macro_rules! app {
+    ($cache:expr, $backend:expr) => {{
+        let backend = $backend.clone();
+        init_service(
+            App::new()
+                .wrap($cache)
+                .default_service(web::to(move |req: HttpRequest| {
+                    backend.clone().respond(req)
+                })),
+        )
+        .await
+    }};
+}
+
+/// A `GET` of `$uri`, asserted 200; evaluates to the body as a `String`.
+macro_rules! get {
+    ($app:expr, $uri:expr) => {
+        get!($app, $uri, TestRequest::get())
+    };
+    ($app:expr, $uri:expr, $req:expr) => {{
+        let res = call_service(&$app, $req.uri($uri).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK, "GET {}", $uri);
+        String::from_utf8_lossy(&body(res).await).into_owned()
+    }};
+}
+
+/// A request of `$method` to `$uri`; evaluates to its status.
+macro_rules! write {
+    ($app:expr, $method:expr, $uri:expr) => {
+        call_service(
+            &$app,
+            TestRequest::default()
+                .method($method)
+                .uri($uri)
+                .set_payload("new")
+                .to_request(),
+        )
+        .await
+        .status()
+    };
+}
+
+fn writes() -> [Method; 4] {
+    [Method::PUT, Method::PATCH, Method::DELETE, Method::POST]
+}
+
+// RFC 9111 §4.4: a 2xx to PUT, PATCH, DELETE or POST invalidates the target URI.
+#[actix_web::test]
+async fn successful_write_of_each_unsafe_method_drops_the_stored_get() {
+    for method in writes() {
+        let store = MemoryStore::new(100);
+        let backend = Backend::new();
+        let app = app!(Cache::new(store.clone()), backend);
+        let uri = format!("/write-2xx-{}", method.as_str().to_lowercase());
+
+        assert_eq!(get!(app, &uri), format!("{uri}? v1"));
+        assert_eq!(get!(app, &uri), format!("{uri}? v1"));
+        assert_eq!(
+            backend.reads.get(),
+            1,
+            "{method}: the first GET was not stored"
+        );
+
+        assert_eq!(
+            write!(app, method.clone(), &uri),
+            StatusCode::OK,
+            "{method} status"
+        );
+        assert_eq!(backend.writes.get(), 1, "{method}: the handler did not run");
+
+        assert_eq!(
+            get!(app, &uri),
+            format!("{uri}? v2"),
+            "{method}: stale GET after the write"
+        );
+        assert_eq!(
+            backend.reads.get(),
+            2,
+            "{method}: the GET after the write was a hit"
+        );
+    }
+}
+
+// RFC 9111 §4.4: a 3xx ("non-error") response to an unsafe method invalidates too.
+#[actix_web::test]
+async fn redirect_answer_to_a_write_drops_the_stored_get() {
+    for status in [303, 302, 307] {
+        let store = MemoryStore::new(100);
+        let backend = Backend::new().write_status(status);
+        let app = app!(Cache::new(store.clone()), backend);
+        let uri = format!("/write-3xx-{status}");
+
+        assert_eq!(get!(app, &uri), format!("{uri}? v1"));
+        assert_eq!(write!(app, Method::POST, &uri).as_u16(), status);
+        assert_eq!(
+            get!(app, &uri),
+            format!("{uri}? v2"),
+            "{status}: stale GET after the write"
+        );
+        assert_eq!(
+            backend.reads.get(),
+            2,
+            "{status}: the GET after the write was a hit"
+        );
+    }
+}
+
+// RFC 9111 §4.4 invalidates only on non-error responses: a 4xx/5xx write collects nothing.
+#[actix_web::test]
+async fn failed_write_collects_nothing() {
+    for status in [400, 404, 409, 412, 422, 500, 503] {
+        let store = MemoryStore::new(100);
+        let backend = Backend::new().write_status(status);
+        let app = app!(Cache::new(store.clone()), backend);
+        let uri = format!("/write-failed-{status}");
+
+        assert_eq!(get!(app, &uri), format!("{uri}? v1"));
+        let entries = store.len();
+        assert_eq!(write!(app, Method::PATCH, &uri).as_u16(), status);
+        assert_eq!(backend.writes.get(), 1, "{status}: the handler did not run");
+        assert_eq!(
+            store.len(),
+            entries,
+            "{status}: the failed write changed the store"
+        );
+        assert_eq!(get!(app, &uri), format!("{uri}? v1"));
+        assert_eq!(
+            backend.reads.get(),
+            1,
+            "{status}: a failed write dropped the stored GET"
+        );
+    }
+}
+
+// RFC 9111 §4.4 ("the target URI"): every `Vary` variant of it is dropped by one write.
+#[actix_web::test]
+async fn one_write_drops_every_vary_variant() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new().vary_language();
+    let app = app!(Cache::new(store.clone()), backend);
+    let uri = "/vary-variants";
+    let lang = |l: &'static str| TestRequest::get().insert_header((header::ACCEPT_LANGUAGE, l));
+
+    assert_eq!(get!(app, uri, lang("en")), "/vary-variants? v1 en");
+    assert_eq!(get!(app, uri, lang("fr")), "/vary-variants? v1 fr");
+    assert_eq!(get!(app, uri, lang("en")), "/vary-variants? v1 en");
+    assert_eq!(get!(app, uri, lang("fr")), "/vary-variants? v1 fr");
+    assert_eq!(backend.reads.get(), 2, "the two variants were not stored");
+
+    assert_eq!(write!(app, Method::PUT, uri), StatusCode::OK);
+    assert!(
+        store.len() <= 1,
+        "only the write's marker may be left, found {}",
+        store.len()
+    );
+
+    assert_eq!(
+        get!(app, uri, lang("fr")),
+        "/vary-variants? v2 fr",
+        "stale fr variant"
+    );
+    assert_eq!(
+        get!(app, uri, lang("en")),
+        "/vary-variants? v2 en",
+        "stale en variant"
+    );
+    assert_eq!(
+        backend.reads.get(),
+        4,
+        "a variant stored before the write was a hit"
+    );
+}
+
+// RFC 9110 §9.3.2: HEAD is answered from the GET entry, so a write makes HEAD a miss too.
+#[actix_web::test]
+async fn head_shares_the_get_entry_and_is_dropped_with_it() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = app!(Cache::new(store.clone()), backend);
+    let uri = "/head-shared";
+
+    let res = call_service(&app, TestRequest::get().uri(uri).to_request()).await;
+    let v1 = header(&res, header::ETAG);
+    let res = call_service(
+        &app,
+        TestRequest::default()
+            .method(Method::HEAD)
+            .uri(uri)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        backend.reads.get(),
+        1,
+        "HEAD was not answered from the GET entry"
+    );
+    assert_eq!(header(&res, header::ETAG), v1);
+    assert!(
+        header(&res, "cache-status").contains("hit"),
+        "HEAD Cache-Status"
+    );
+
+    assert_eq!(write!(app, Method::DELETE, uri), StatusCode::OK);
+
+    let res = call_service(
+        &app,
+        TestRequest::default()
+            .method(Method::HEAD)
+            .uri(uri)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(backend.reads.get(), 2, "HEAD after the write was a hit");
+    assert_ne!(
+        header(&res, header::ETAG),
+        v1,
+        "HEAD after the write has the old ETag"
+    );
+}
+
+// The target URI includes its query: other query strings of the path survive a write by default.
+#[actix_web::test]
+async fn other_query_strings_survive_by_default() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = app!(Cache::new(store.clone()), backend);
+
+    assert_eq!(
+        get!(app, "/query-default?page=1"),
+        "/query-default?page=1 v1"
+    );
+    assert_eq!(
+        get!(app, "/query-default?page=2"),
+        "/query-default?page=2 v1"
+    );
+    assert_eq!(get!(app, "/query-default"), "/query-default? v1");
+    assert_eq!(backend.reads.get(), 3);
+
+    assert_eq!(
+        write!(app, Method::PATCH, "/query-default?page=1"),
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        get!(app, "/query-default?page=2"),
+        "/query-default?page=2 v1"
+    );
+    assert_eq!(get!(app, "/query-default"), "/query-default? v1");
+    assert_eq!(backend.reads.get(), 3, "another query string was dropped");
+    assert_eq!(
+        get!(app, "/query-default?page=1"),
+        "/query-default?page=1 v2"
+    );
+    assert_eq!(
+        backend.reads.get(),
+        4,
+        "the written query string was not dropped"
+    );
+}
+
+// `collect_query_variants(true)`: a write drops the path's entries under every query string.
+#[actix_web::test]
+async fn collect_query_variants_drops_every_query_string() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = app!(
+        Cache::new(store.clone()).collect_query_variants(true),
+        backend
+    );
+
+    assert_eq!(get!(app, "/query-all?page=1"), "/query-all?page=1 v1");
+    assert_eq!(get!(app, "/query-all?page=2"), "/query-all?page=2 v1");
+    assert_eq!(get!(app, "/query-all"), "/query-all? v1");
+    assert_eq!(get!(app, "/query-all-other"), "/query-all-other? v1");
+    assert_eq!(backend.reads.get(), 4);
+
+    assert_eq!(
+        write!(app, Method::PATCH, "/query-all?page=1"),
+        StatusCode::OK
+    );
+
+    assert_eq!(get!(app, "/query-all?page=2"), "/query-all?page=2 v2");
+    assert_eq!(get!(app, "/query-all"), "/query-all? v2");
+    assert_eq!(get!(app, "/query-all?page=1"), "/query-all?page=1 v2");
+    assert_eq!(
+        backend.reads.get(),
+        7,
+        "a query string survived collect_query_variants"
+    );
+    assert_eq!(
+        get!(app, "/query-all-other"),
+        "/query-all-other? v1",
+        "another path was dropped"
+    );
+    assert_eq!(backend.reads.get(), 7);
+}
+
+// RFC 9111 §4.4: only the target URI (and Location/Content-Location) is invalidated.
+#[actix_web::test]
+async fn write_to_one_resource_leaves_another_stored() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = app!(Cache::new(store.clone()), backend);
+
+    assert_eq!(get!(app, "/other-a"), "/other-a? v1");
+    assert_eq!(get!(app, "/other-b"), "/other-b? v1");
+    assert_eq!(write!(app, Method::PUT, "/other-a"), StatusCode::OK);
+    assert_eq!(
+        get!(app, "/other-b"),
+        "/other-b? v1",
+        "/b was dropped by a write to /a"
+    );
+    assert_eq!(backend.reads.get(), 2, "/b was dropped by a write to /a");
+    assert_eq!(get!(app, "/other-a"), "/other-a? v2");
+}
+
+// RFC 9111 §4.4: a same-origin Location in the write's response is invalidated too.
+#[actix_web::test]
+async fn same_origin_location_is_collected() {
+    for location in ["/loc-target", "http://localhost:8080/loc-target"] {
+        let store = MemoryStore::new(100);
+        let backend = Backend::new()
+            .write_status(201)
+            .write_header(header::LOCATION, location);
+        let app = app!(Cache::new(store.clone()), backend);
+
+        assert_eq!(get!(app, "/loc-target"), "/loc-target? v1");
+        assert_eq!(
+            write!(app, Method::POST, "/loc-collection"),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            get!(app, "/loc-target"),
+            "/loc-target? v2",
+            "Location {location:?} was not collected"
+        );
+        assert_eq!(
+            backend.reads.get(),
+            2,
+            "Location {location:?}: the GET was a hit"
+        );
+    }
+}
+
+// RFC 9111 §4.4: a same-origin Content-Location is invalidated too.
+#[actix_web::test]
+async fn same_origin_content_location_is_collected() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new().write_header(header::CONTENT_LOCATION, "/cloc-target?id=7");
+    let app = app!(Cache::new(store.clone()), backend);
+
+    assert_eq!(get!(app, "/cloc-target?id=7"), "/cloc-target?id=7 v1");
+    assert_eq!(get!(app, "/cloc-target?id=8"), "/cloc-target?id=8 v1");
+    assert_eq!(write!(app, Method::PUT, "/cloc-write"), StatusCode::OK);
+    assert_eq!(
+        get!(app, "/cloc-target?id=7"),
+        "/cloc-target?id=7 v2",
+        "not collected"
+    );
+    assert_eq!(
+        get!(app, "/cloc-target?id=8"),
+        "/cloc-target?id=8 v1",
+        "other query dropped"
+    );
+    assert_eq!(backend.reads.get(), 3);
+}
+
+// RFC 9111 §4.4: a cache MUST NOT invalidate a Location of another origin (no cache poisoning
+// of other hosts' entries through one host's responses).
+#[actix_web::test]
+async fn foreign_host_location_is_not_collected() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new()
+        .write_status(201)
+        .write_header(header::LOCATION, "http://evil.example/loc-foreign")
+        .write_header(header::CONTENT_LOCATION, "//evil.example/loc-foreign");
+    let app = app!(Cache::new(store.clone()), backend);
+
+    assert_eq!(get!(app, "/loc-foreign"), "/loc-foreign? v1");
+    assert_eq!(
+        write!(app, Method::POST, "/loc-foreign-writer"),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        get!(app, "/loc-foreign"),
+        "/loc-foreign? v1",
+        "a foreign Location collected"
+    );
+    assert_eq!(
+        backend.reads.get(),
+        1,
+        "a foreign Location collected the local entry"
+    );
+}
+
+// Race guard (DESIGN "Race guard"): a GET that missed before a PATCH completed must not store
+// what its handler read before the write.
+#[actix_web::test]
+async fn slow_get_does_not_store_data_read_before_a_concurrent_patch() {
+    common::init_log();
+    let store = MemoryStore::new(100);
+    let data = Arc::new(parking_lot::Mutex::new("old".to_owned()));
+    let reads = Calls::default();
+    // Held by the test while the PATCH runs: the first GET's handler waits on it after reading.
+    let gate = Arc::new(futures_util::lock::Mutex::new(()));
+
+    let app = {
+        let (data, reads, gate) = (data.clone(), reads.clone(), gate.clone());
+        let (data_w, gate_r) = (data.clone(), gate.clone());
+        init_service(
+            App::new().wrap(Cache::new(store.clone())).service(
+                web::resource("/race")
+                    .route(web::get().to(move || {
+                        let (data, reads, gate) = (data.clone(), reads.clone(), gate_r.clone());
+                        async move {
+                            let read = data.lock().clone();
+                            reads.hit();
+                            // A slow query: the answer was read before the write below.
+                            drop(gate.lock().await);
+                            HttpResponse::Ok().body(read)
+                        }
+                    }))
+                    .route(web::patch().to(move || {
+                        let data = data_w.clone();
+                        async move {
+                            *data.lock() = "new".to_owned();
+                            HttpResponse::NoContent().finish()
+                        }
+                    })),
+            ),
+        )
+        .await
+    };
+
+    let held = gate.lock().await;
+    let slow_get = call_service(&app, TestRequest::get().uri("/race").to_request());
+    let patch_then_release = async {
+        // Let the GET's handler read the old data first.
+        while reads.get() == 0 {
+            actix_web::rt::task::yield_now().await;
+        }
+        let res = call_service(&app, TestRequest::patch().uri("/race").to_request()).await;
+        drop(held);
+        res
+    };
+    let (get_res, patch_res) = futures_util::future::join(slow_get, patch_then_release).await;
+    assert_eq!(patch_res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(get_res.status(), StatusCode::OK);
+    assert_eq!(
+        body(get_res).await,
+        "old",
+        "the slow GET answers what it read"
+    );
+
+    let res = call_service(&app, TestRequest::get().uri("/race").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        body(res).await,
+        "new",
+        "the old body read before the PATCH was stored after it"
+    );
+    assert_eq!(
+        reads.get(),
+        2,
+        "the GET after the PATCH did not call the handler"
+    );
+}
+
+// DESIGN "Nested Caches": the innermost policy wins and a response is stored once.
+#[actix_web::test]
+async fn nested_caches_inner_policy_wins_and_store_once() {
+    let store = MemoryStore::new(100);
+    let calls = Calls::default();
+    let outer_calls = Calls::default();
+    let app = {
+        let (calls, outer_calls) = (calls.clone(), outer_calls.clone());
+        init_service(
+            App::new()
+                .wrap(Cache::new(store.clone()))
+                .service(
+                    web::scope("/nested")
+                        .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(5)))
+                        .route(
+                            "/item",
+                            web::get().to(move || {
+                                calls.hit();
+                                async { HttpResponse::Ok().body("inner") }
+                            }),
+                        ),
+                )
+                .route(
+                    "/nested-outer",
+                    web::get().to(move || {
+                        outer_calls.hit();
+                        async { HttpResponse::Ok().body("outer") }
+                    }),
+                ),
+        )
+        .await
+    };
+
+    let res = call_service(&app, TestRequest::get().uri("/nested/item").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        "max-age=5",
+        "the inner expiry"
+    );
+    let etag = header(&res, header::ETAG);
+    assert_eq!(body(res).await, "inner");
+    assert_eq!(store.len(), 1, "the response was stored more than once");
+
+    let res = call_service(&app, TestRequest::get().uri("/nested/item").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(calls.get(), 1, "the second GET was not a hit");
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        "max-age=5",
+        "the hit's Cache-Control"
+    );
+    assert_eq!(header(&res, header::ETAG), etag);
+    assert_eq!(body(res).await, "inner");
+    assert_eq!(store.len(), 1);
+
+    // Outside the scope the outer policy applies.
+    let res = call_service(&app, TestRequest::get().uri("/nested-outer").to_request()).await;
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        "max-age=60",
+        "the outer expiry"
+    );
+    assert_eq!(store.len(), 2);
+}
+
+// DESIGN "Nested Caches": a response is never stored twice, even where the outer policy keys it
+// differently (here by `Accept-Language`), and the outer Cache serves no second copy.
+#[actix_web::test]
+async fn nested_caches_with_different_keys_store_once() {
+    let store = MemoryStore::new(100);
+    let calls = Calls::default();
+    let app = {
+        let calls = calls.clone();
+        init_service(
+            App::new()
+                .wrap(Cache::new(store.clone()).cache_vary(["accept-language"]))
+                .service(
+                    web::scope("/nested-keys")
+                        .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(7)))
+                        .route(
+                            "/item",
+                            web::get().to(move || {
+                                calls.hit();
+                                async { HttpResponse::Ok().body("inner") }
+                            }),
+                        ),
+                ),
+        )
+        .await
+    };
+    for lang in ["en", "fr", "en"] {
+        let req = TestRequest::get()
+            .uri("/nested-keys/item")
+            .insert_header((header::ACCEPT_LANGUAGE, lang))
+            .to_request();
+        let res = call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            header(&res, header::CACHE_CONTROL),
+            "max-age=7",
+            "the inner expiry"
+        );
+        assert_eq!(body(res).await, "inner");
+        assert_eq!(store.len(), 1, "the outer Cache stored a second copy");
+    }
+    assert_eq!(
+        calls.get(),
+        1,
+        "the inner policy (no Accept-Language key) did not answer"
+    );
+}
+
+/// A `MemoryStore` whose first `set` waits for a gate: it stands for a slow store write that a
+/// concurrent PATCH overtakes.
+#[derive(Clone)]
+struct SlowFirstSet {
+    inner: MemoryStore,
+    gate: Arc<futures_util::lock::Mutex<()>>,
+    first_set: Arc<std::sync::atomic::AtomicBool>,
+    set_started: Calls,
+}
+
+impl actix_response_cache::CacheStore for SlowFirstSet {
+    async fn get(
+        &self,
+        key: &actix_response_cache::CacheKey,
+    ) -> Result<Option<actix_response_cache::CacheEntry>, actix_response_cache::StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn set(
+        &self,
+        key: &actix_response_cache::CacheKey,
+        entry: actix_response_cache::CacheEntry,
+    ) -> Result<(), actix_response_cache::StoreError> {
+        if self.first_set.swap(false, Ordering::SeqCst) {
+            self.set_started.hit();
+            drop(self.gate.lock().await);
+        }
+        self.inner.set(key, entry).await
+    }
+
+    async fn remove(
+        &self,
+        key: &actix_response_cache::CacheKey,
+    ) -> Result<(), actix_response_cache::StoreError> {
+        self.inner.remove(key).await
+    }
+
+    fn as_collectable(&self) -> Option<&dyn actix_response_cache::CollectableStore> {
+        Some(self)
+    }
+}
+
+impl actix_response_cache::CollectableStore for SlowFirstSet {
+    fn collect<'a>(
+        &'a self,
+        target: &'a actix_response_cache::CollectTarget,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<usize, actix_response_cache::StoreError>>
+    {
+        self.inner.collect(target)
+    }
+}
+
+// Race guard (DESIGN "Race guard", src/guard.rs): a PATCH that completes while a miss's `set` is
+// in flight (after the miss's first check) must not leave the old body stored: the miss
+// re-checks after its set and removes what it stored.
+#[actix_web::test]
+async fn get_whose_set_is_overtaken_by_a_patch_is_removed_by_the_recheck() {
+    let store = SlowFirstSet {
+        inner: MemoryStore::new(100),
+        gate: Arc::new(futures_util::lock::Mutex::new(())),
+        first_set: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        set_started: Calls::default(),
+    };
+    let data = Arc::new(parking_lot::Mutex::new("old".to_owned()));
+    let reads = Calls::default();
+    let app = {
+        let (data, reads, data_w) = (data.clone(), reads.clone(), data.clone());
+        init_service(
+            App::new().wrap(Cache::new(store.clone())).service(
+                web::resource("/race-recheck")
+                    .route(web::get().to(move || {
+                        reads.hit();
+                        let read = data.lock().clone();
+                        async move { HttpResponse::Ok().body(read) }
+                    }))
+                    .route(web::patch().to(move || {
+                        *data_w.lock() = "new".to_owned();
+                        async { HttpResponse::NoContent().finish() }
+                    })),
+            ),
+        )
+        .await
+    };
+
+    let held = store.gate.lock().await;
+    let get = call_service(&app, TestRequest::get().uri("/race-recheck").to_request());
+    let patch_then_release = async {
+        // Wait until the GET has passed its first check and is inside the store's `set`.
+        while store.set_started.get() == 0 {
+            actix_web::rt::task::yield_now().await;
+        }
+        let res = call_service(&app, TestRequest::patch().uri("/race-recheck").to_request()).await;
+        drop(held);
+        res
+    };
+    let (get_res, patch_res) = futures_util::future::join(get, patch_then_release).await;
+    assert_eq!(patch_res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(body(get_res).await, "old");
+
+    let res = call_service(&app, TestRequest::get().uri("/race-recheck").to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        body(res).await,
+        "new",
+        "the old body whose set the PATCH overtook is still stored"
+    );
+    assert_eq!(
+        reads.get(),
+        2,
+        "the GET after the PATCH did not call the handler"
+    );
+}

@@ -1,0 +1,282 @@
+//! Cache keys: RFC 9111 §2 (the primary key is the method and target URI) and §4.1 (secondary
+//! keys from `Vary`), plus the crate's `cache_vary`.
+
+mod common;
+
+use actix_response_cache::{Cache, MemoryStore};
+use actix_web::{
+    http::{header, StatusCode},
+    test::{call_service, init_service, read_body, TestRequest},
+    web, App, HttpRequest, HttpResponse, Route,
+};
+use common::{header, Calls};
+
+/// A `GET` route that counts its calls and echoes the request's Accept-Language, host and query.
+fn echo(calls: &Calls, vary: Option<&'static str>) -> Route {
+    let calls = calls.clone();
+    web::get().to(move |req: HttpRequest| {
+        let calls = calls.clone();
+        async move {
+            calls.hit();
+            let lang = match req.headers().get(header::ACCEPT_LANGUAGE) {
+                Some(v) => format!("[{}]", String::from_utf8_lossy(v.as_bytes())),
+                None => "none".to_owned(),
+            };
+            let body = format!(
+                "lang={lang} host={} query={}",
+                req.connection_info().host(),
+                req.query_string()
+            );
+            let mut res = HttpResponse::Ok();
+            if let Some(vary) = vary {
+                res.insert_header((header::VARY, vary));
+            }
+            res.body(body)
+        }
+    })
+}
+
+fn get(path: &str) -> TestRequest {
+    TestRequest::get().uri(path)
+}
+
+fn with_lang(path: &str, lang: Option<&str>) -> TestRequest {
+    match lang {
+        Some(lang) => get(path).insert_header((header::ACCEPT_LANGUAGE, lang)),
+        None => get(path),
+    }
+}
+
+// RFC 9111 §4.1: cache_vary names headers that select the stored response, and says so in Vary.
+#[actix_web::test]
+async fn cache_vary_splits_the_key_and_adds_vary() {
+    common::init_log();
+    let calls = Calls::default();
+    let store = MemoryStore::new(100);
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()).cache_vary(["accept-language"]))
+            .route("/cv", echo(&calls, None)),
+    )
+    .await;
+    for (lang, expected_calls, hit) in [
+        ("en", 1, false),
+        ("en", 1, true),
+        ("de", 2, false),
+        ("de", 2, true),
+        ("en", 2, true),
+    ] {
+        let res = call_service(&app, with_lang("/cv", Some(lang)).to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "vary"), "accept-language");
+        assert_eq!(header(&res, "cache-status").contains("hit"), hit, "{lang}");
+        assert!(read_body(res)
+            .await
+            .starts_with(format!("lang=[{lang}]").as_bytes()));
+        assert_eq!(calls.get(), expected_calls, "after {lang}");
+    }
+    assert_eq!(store.len(), 2);
+}
+
+// RFC 9111 §4.1: cache_vary and the handler's own Vary both select the stored response.
+#[actix_web::test]
+async fn cache_vary_is_added_to_the_handler_vary() {
+    let calls = Calls::default();
+    let route = {
+        let calls = calls.clone();
+        web::get().to(move |req: HttpRequest| {
+            let calls = calls.clone();
+            async move {
+                calls.hit();
+                let accept = req
+                    .headers()
+                    .get(header::ACCEPT)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                HttpResponse::Ok()
+                    .insert_header((header::VARY, "Accept"))
+                    .body(accept)
+            }
+        })
+    };
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)).cache_vary(["accept-language"]))
+            .route("/cv-merge", route),
+    )
+    .await;
+    let request = |accept: &str, lang: &str| {
+        get("/cv-merge")
+            .insert_header((header::ACCEPT, accept))
+            .insert_header((header::ACCEPT_LANGUAGE, lang))
+            .to_request()
+    };
+    let res = call_service(&app, request("text/html", "en")).await;
+    let vary: Vec<String> = res
+        .headers()
+        .get_all(header::VARY)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+        .collect();
+    let names: Vec<&str> = vary
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    assert!(
+        names.contains(&"accept") && names.contains(&"accept-language"),
+        "{vary:?}"
+    );
+
+    call_service(&app, request("text/html", "en")).await;
+    assert_eq!(calls.get(), 1);
+    let res = call_service(&app, request("application/json", "en")).await;
+    assert_eq!(read_body(res).await, "application/json".as_bytes());
+    call_service(&app, request("text/html", "de")).await;
+    assert_eq!(calls.get(), 3);
+}
+
+// RFC 9111 §4.1: the response's Vary alone splits entries; each variant is stored and hit.
+#[actix_web::test]
+async fn response_vary_splits_entries_without_cache_vary() {
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route("/rv", echo(&calls, Some("Accept-Language"))),
+    )
+    .await;
+
+    let res = call_service(&app, with_lang("/rv", Some("en")).to_request()).await;
+    let status = header(&res, "cache-status");
+    assert!(
+        status.contains("fwd=uri-miss") && status.contains("stored"),
+        "{status}"
+    );
+    assert_eq!(header(&res, "vary"), "Accept-Language");
+
+    let res = call_service(&app, with_lang("/rv", Some("de")).to_request()).await;
+    let status = header(&res, "cache-status");
+    assert!(
+        status.contains("fwd=vary-miss") && status.contains("stored"),
+        "{status}"
+    );
+    assert_eq!(
+        read_body(res).await,
+        "lang=[de] host=localhost:8080 query=".as_bytes()
+    );
+    assert_eq!(calls.get(), 2);
+
+    for lang in ["en", "de", "en"] {
+        let res = call_service(&app, with_lang("/rv", Some(lang)).to_request()).await;
+        assert!(header(&res, "cache-status").contains("hit"), "{lang}");
+        assert!(read_body(res)
+            .await
+            .starts_with(format!("lang=[{lang}]").as_bytes()));
+    }
+    assert_eq!(calls.get(), 2);
+}
+
+// RFC 9111 §4.1: a header absent from one request and present but empty in another do not match.
+#[actix_web::test]
+async fn absent_and_empty_header_values_are_different_keys() {
+    let (configured, responded) = (Calls::default(), Calls::default());
+    let app = init_service(
+        App::new()
+            .service(
+                web::scope("/empty-cv")
+                    .wrap(Cache::new(MemoryStore::new(100)).cache_vary(["accept-language"]))
+                    .route("", echo(&configured, None)),
+            )
+            .service(
+                web::scope("/empty-rv")
+                    .wrap(Cache::new(MemoryStore::new(100)))
+                    .route("", echo(&responded, Some("accept-language"))),
+            ),
+    )
+    .await;
+    for (path, calls) in [("/empty-cv", &configured), ("/empty-rv", &responded)] {
+        let res = call_service(&app, with_lang(path, None).to_request()).await;
+        assert!(read_body(res).await.starts_with(b"lang=none"));
+        let res = call_service(&app, with_lang(path, Some("")).to_request()).await;
+        assert!(read_body(res).await.starts_with(b"lang=[]"), "{path}");
+        assert_eq!(
+            calls.get(),
+            2,
+            "{path}: an empty value is not an absent one"
+        );
+
+        // Both are stored, under their own keys.
+        let res = call_service(&app, with_lang(path, None).to_request()).await;
+        assert!(header(&res, "cache-status").contains("hit"));
+        assert!(read_body(res).await.starts_with(b"lang=none"));
+        let res = call_service(&app, with_lang(path, Some("")).to_request()).await;
+        assert!(header(&res, "cache-status").contains("hit"));
+        assert!(read_body(res).await.starts_with(b"lang=[]"));
+        assert_eq!(calls.get(), 2);
+    }
+}
+
+// RFC 9111 §2: the primary cache key includes the target URI, query string included.
+#[actix_web::test]
+async fn query_string_is_part_of_the_key() {
+    let calls = Calls::default();
+    let store = MemoryStore::new(100);
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()))
+            .route("/a", echo(&calls, None)),
+    )
+    .await;
+    for (uri, expected_calls) in [
+        ("/a?x=1", 1),
+        ("/a?x=2", 2),
+        ("/a", 3),
+        ("/a?x=1", 3),
+        ("/a?x=2", 3),
+        ("/a", 3),
+    ] {
+        let res = call_service(&app, get(uri).to_request()).await;
+        let query = uri.split_once('?').map_or("", |(_, q)| q);
+        assert!(
+            read_body(res)
+                .await
+                .ends_with(format!("query={query}").as_bytes()),
+            "{uri}"
+        );
+        assert_eq!(calls.get(), expected_calls, "after {uri}");
+    }
+    assert_eq!(store.len(), 3);
+}
+
+// RFC 9111 §2: the target URI includes the authority, so hosts do not share entries.
+#[actix_web::test]
+async fn host_is_part_of_the_key() {
+    let calls = Calls::default();
+    let store = MemoryStore::new(100);
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()))
+            .route("/h", echo(&calls, None)),
+    )
+    .await;
+    for (host, expected_calls) in [
+        ("a.example", 1),
+        ("b.example", 2),
+        ("a.example", 2),
+        ("b.example", 2),
+    ] {
+        let res = call_service(
+            &app,
+            get("/h").insert_header((header::HOST, host)).to_request(),
+        )
+        .await;
+        assert!(
+            read_body(res)
+                .await
+                .ends_with(format!("host={host} query=").as_bytes()),
+            "{host}"
+        );
+        assert_eq!(calls.get(), expected_calls, "after {host}");
+    }
+    assert_eq!(store.len(), 2);
+}
