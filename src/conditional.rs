@@ -22,11 +22,12 @@ pub(crate) enum Current<'a> {
         etag: Option<EntityTag<'a>>,
         last_modified: Option<SystemTime>,
     },
-    /// A write succeeded at `modified_at`; the strong tags in `superseded` are no longer current.
-    /// The new validators are not known until the next `GET` stores them.
+    /// A write succeeded; the strong tags in `superseded` are no longer current, and
+    /// `last_modified` is the write response's `Last-Modified`, if it had one. The new entity
+    /// tag is not known until the next `GET` stores it.
     Modified {
         superseded: &'a [Box<[u8]>],
-        modified_at: SystemTime,
+        last_modified: Option<SystemTime>,
     },
     /// Nothing is stored: the cache cannot evaluate the preconditions itself.
     Unknown,
@@ -68,8 +69,8 @@ pub(crate) fn evaluate(
         } => evaluate_representation(safe, headers, *etag, *last_modified),
         Current::Modified {
             superseded,
-            modified_at,
-        } => evaluate_modified(headers, superseded, *modified_at),
+            last_modified,
+        } => evaluate_modified(headers, superseded, *last_modified),
     }
 }
 
@@ -131,7 +132,7 @@ fn evaluate_representation(
 fn evaluate_modified(
     headers: &HeaderMap,
     superseded: &[Box<[u8]>],
-    modified_at: SystemTime,
+    last_modified: Option<SystemTime>,
 ) -> Preconditions {
     if headers.contains_key(header::IF_MATCH) {
         if match_list(headers.get_all(header::IF_MATCH), None, Comparison::Strong) == ListMatch::Any
@@ -148,9 +149,13 @@ fn evaluate_modified(
         if !could_match {
             return Preconditions::Failed;
         }
-    } else if let Some(since) = http_date(headers, &header::IF_UNMODIFIED_SINCE) {
-        // The resource was certainly modified at `modified_at`.
-        if modified_at > since {
+    } else if let (Some(since), Some(modified)) = (
+        http_date(headers, &header::IF_UNMODIFIED_SINCE),
+        last_modified,
+    ) {
+        // Judged only against a date the application gave: the write's own clock time would
+        // be finer than HTTP dates and fail a client that just read the new Last-Modified.
+        if modified > since {
             return Preconditions::Failed;
         }
     }
@@ -264,7 +269,7 @@ mod tests {
         let superseded: Vec<Box<[u8]>> = vec![b"\"old\"".to_vec().into()];
         let current = Current::Modified {
             superseded: &superseded,
-            modified_at: SystemTime::now(),
+            last_modified: None,
         };
         let stale = headers(&[(header::IF_MATCH, "\"old\"")]);
         let unknown = headers(&[(header::IF_MATCH, "\"old\", \"new\"")]);

@@ -61,6 +61,8 @@ pub(crate) struct StoredResponse {
     pub(crate) body: Bytes,
     pub(crate) etag: Option<HeaderValue>,
     pub(crate) last_modified: Option<SystemTime>,
+    /// The response's age when it was stored (RFC 9111 §4.2.3): hits add the time since.
+    pub(crate) initial_age: Duration,
     /// Whether the response may answer requests that carry credentials
     /// (`Authorization`, `Cookie`): RFC 9111 §3.5.
     pub(crate) shareable_with_credentials: bool,
@@ -78,10 +80,10 @@ pub(crate) struct VariantMarker {
 
 /// What is known of a resource right after a successful write.
 pub(crate) struct ModifiedMarker {
-    /// Strong entity tags that were current before the write.
+    /// Strong entity tags that were current before the write (the newest last).
     pub(crate) superseded: Box<[Box<[u8]>]>,
-    /// When the write completed.
-    pub(crate) modified_at: SystemTime,
+    /// The `Last-Modified` the write's response carried, if any.
+    pub(crate) last_modified: Option<SystemTime>,
 }
 
 /// Fixed per-entry overhead counted against byte budgets (the `Arc`, the struct, header map
@@ -122,6 +124,7 @@ impl CacheEntry {
                 body: Bytes::copy_from_slice(body),
                 etag: None,
                 last_modified: None,
+                initial_age: Duration::ZERO,
                 shareable_with_credentials: false,
             }),
         )

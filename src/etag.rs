@@ -69,13 +69,17 @@ pub(crate) enum Comparison {
 
 /// Evaluates the field lines of an `If-Match` or `If-None-Match` against `current`.
 ///
-/// `*` wins wherever it appears as a member (a client that sends it means "any"). Members are
-/// comma-separated; commas inside a quoted tag belong to the tag.
+/// The grammar is `"*" / #entity-tag` (RFC 9110 §13.1.1): `*` means "any" only as the whole
+/// field value; as one member of a list it is malformed and ignored, like any other junk.
+/// Members are comma-separated; commas inside a quoted tag belong to the tag.
 pub(crate) fn match_list<'h>(
-    lines: impl Iterator<Item = &'h HeaderValue>,
+    lines: impl Iterator<Item = &'h HeaderValue> + Clone,
     current: Option<EntityTag<'_>>,
     comparison: Comparison,
 ) -> ListMatch {
+    if is_star(lines.clone()) {
+        return ListMatch::Any;
+    }
     let mut matched = false;
     for line in lines {
         let mut rest = line.as_bytes();
@@ -83,12 +87,6 @@ pub(crate) fn match_list<'h>(
             rest = skip_separators(rest);
             if rest.is_empty() {
                 break;
-            }
-            if rest[0] == b'*' {
-                let after = skip_ows(&rest[1..]);
-                if after.is_empty() || after[0] == b',' {
-                    return ListMatch::Any;
-                }
             }
             match parse_member(rest) {
                 Some((tag, after)) => {
@@ -114,6 +112,19 @@ pub(crate) fn match_list<'h>(
     } else {
         ListMatch::NotMatched
     }
+}
+
+/// Whether the field lines are exactly `*` (surrounding whitespace and empty lines allowed).
+fn is_star<'h>(lines: impl Iterator<Item = &'h HeaderValue>) -> bool {
+    let mut star = false;
+    for line in lines {
+        match trim(line.as_bytes()) {
+            b"" => {}
+            b"*" if !star => star = true,
+            _ => return false,
+        }
+    }
+    star
 }
 
 /// Calls `f` with every well-formed strong tag in the field lines.
@@ -259,6 +270,14 @@ mod tests {
             ListMatch::NotMatched
         );
         assert_eq!(eval(" * ", "\"b\"", Comparison::Weak), ListMatch::Any);
+        assert_eq!(
+            eval("\"a\", *", "\"b\"", Comparison::Weak),
+            ListMatch::NotMatched
+        );
+        assert_eq!(
+            eval("*, \"b\"", "\"b\"", Comparison::Weak),
+            ListMatch::Matched
+        );
         assert_eq!(
             eval("\"a\"x, \"b\"", "\"a\"", Comparison::Weak),
             ListMatch::Matched

@@ -12,12 +12,12 @@
 //! "written since", which at worst skips a store.
 
 use std::{
-    collections::hash_map::DefaultHasher,
+    collections::{hash_map::DefaultHasher, HashMap},
     hash::{Hash, Hasher},
     num::NonZeroUsize,
     sync::{
         atomic::{AtomicU64, Ordering},
-        OnceLock,
+        Arc, OnceLock, Weak,
     },
 };
 
@@ -81,4 +81,35 @@ pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
             .last_write
             .peek(&fingerprint(resource))
             .is_some_and(|&last| last > epoch)
+}
+
+/// Conditional writes of one resource run one at a time in this process, so that two writes
+/// that carry the same (current) `If-Match` cannot both pass the check before either has
+/// written: the second waits, then finds the first write's marker and gets its `412`.
+///
+/// Unconditional writes do not wait: they did not ask for protection, and a slow upload must
+/// not hold up every other write to its collection. Servers sharing a store are not serialised
+/// with each other.
+pub(crate) async fn lock_conditional_write(
+    resource: &ResourceKey,
+) -> futures_util::lock::OwnedMutexGuard<()> {
+    type Locks = HashMap<u64, Weak<futures_util::lock::Mutex<()>>>;
+    static LOCKS: OnceLock<Mutex<Locks>> = OnceLock::new();
+
+    let lock = {
+        let mut locks = LOCKS.get_or_init(Default::default).lock();
+        if locks.len() > 1024 {
+            locks.retain(|_, weak| weak.strong_count() > 0);
+        }
+        let slot = locks.entry(fingerprint(resource)).or_default();
+        match slot.upgrade() {
+            Some(lock) => lock,
+            None => {
+                let lock = Arc::new(futures_util::lock::Mutex::new(()));
+                *slot = Arc::downgrade(&lock);
+                lock
+            }
+        }
+    };
+    lock.lock_owned().await
 }

@@ -9,7 +9,11 @@ use std::{fmt, sync::Arc};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 
-/// The resource a response belongs to: host and path, without the query string.
+/// The resource a response belongs to: origin and path, without the query string.
+///
+/// The origin is what the middleware derives from the request: scheme, the `Host` the router
+/// matched, and the forwarded host where a proxy header names another one
+/// (e.g. `https://example.com`). Tools may put any string there; only equality matters.
 ///
 /// Stores index their entries by resource so that [`CollectableStore::collect`] can drop every
 /// variant of it (other `Vary` values, other query strings) after a write.
@@ -20,18 +24,18 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 /// use actix_response_cache::ResourceKey;
 ///
 /// let resource = ResourceKey::new("example.com", "/users/1");
-/// assert_eq!(resource.host(), "example.com");
+/// assert_eq!(resource.origin(), "example.com");
 /// assert_eq!(resource.path(), "/users/1");
 /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ResourceKey {
-    host: Box<str>,
+    origin: Box<str>,
     path: Box<str>,
 }
 
 impl ResourceKey {
-    /// Creates the key of the resource at `path` on `host`.
+    /// Creates the key of the resource at `path` of `origin`.
     ///
     /// ```
     /// # use actix_response_cache::ResourceKey;
@@ -39,22 +43,22 @@ impl ResourceKey {
     /// assert_eq!(resource.path(), "/");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn new(host: impl Into<Box<str>>, path: impl Into<Box<str>>) -> Self {
+    pub fn new(origin: impl Into<Box<str>>, path: impl Into<Box<str>>) -> Self {
         Self {
-            host: host.into(),
+            origin: origin.into(),
             path: path.into(),
         }
     }
 
-    /// The host (authority) the request named.
+    /// The origin (scheme and host) of the resource.
     ///
     /// ```
     /// # use actix_response_cache::ResourceKey;
-    /// assert_eq!(ResourceKey::new("a.test", "/x").host(), "a.test");
+    /// assert_eq!(ResourceKey::new("https://a.test", "/x").origin(), "https://a.test");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn host(&self) -> &str {
-        &self.host
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The path, exactly as the request sent it (still percent-encoded).
@@ -71,7 +75,7 @@ impl ResourceKey {
 
 impl fmt::Debug for ResourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.host, self.path)
+        write!(f, "{}{}", self.origin, self.path)
     }
 }
 
@@ -96,7 +100,7 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    /// The key of a `GET` (or `HEAD`) of `host`, `path` and `query`, varying on no header.
+    /// The key of a `GET` (or `HEAD`) of `path` and `query` at `origin`, varying on no header.
     ///
     /// The middleware derives keys itself; this constructor is for store tests and tools.
     ///
@@ -106,8 +110,8 @@ impl CacheKey {
     /// assert_eq!(key.resource().path(), "/");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn for_get(host: &str, path: &str, query: &str) -> Self {
-        KeyBuilder::new(host, path, query).finish()
+    pub fn for_get(origin: &str, path: &str, query: &str) -> Self {
+        KeyBuilder::new(origin, path, query).finish()
     }
 
     /// The resource (host and path) this key belongs to.
@@ -115,7 +119,7 @@ impl CacheKey {
     /// ```
     /// # use actix_response_cache::CacheKey;
     /// let key = CacheKey::for_get("example.com", "/users", "a=1");
-    /// assert_eq!(key.resource().host(), "example.com");
+    /// assert_eq!(key.resource().origin(), "example.com");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn resource(&self) -> &ResourceKey {
@@ -202,29 +206,23 @@ pub(crate) struct KeyBuilder {
 impl KeyBuilder {
     /// Starts a key for the method class `GET` (which `HEAD` shares).
     ///
-    /// Layout: `GET \n host \n path \n query`. Host, path and query cannot contain `\n`
-    /// (the HTTP parser rejects control bytes there), so the layout is unambiguous.
-    pub(crate) fn new(host: &str, path: &str, query: &str) -> Self {
-        let mut bytes = Vec::with_capacity(8 + host.len() + path.len() + query.len());
+    /// Layout: `GET \n origin \n path \n query`. Origin, path and query cannot contain `\n`
+    /// (the HTTP parser rejects control bytes there), so the layout is unambiguous. Request
+    /// headers that select a response (`Vary`, `cache_vary`) are not part of this primary key:
+    /// they select a variant under the marker stored here ([`CacheKey::variant`]).
+    pub(crate) fn new(origin: &str, path: &str, query: &str) -> Self {
+        let mut bytes = Vec::with_capacity(8 + origin.len() + path.len() + query.len());
         bytes.extend_from_slice(b"GET\n");
-        bytes.extend_from_slice(host.as_bytes());
+        bytes.extend_from_slice(origin.as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(path.as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(query.as_bytes());
         Self {
             bytes,
-            resource: ResourceKey::new(host, path),
+            resource: ResourceKey::new(origin, path),
             query: query.into(),
         }
-    }
-
-    /// Adds the request values of the policy's `cache_vary` headers.
-    pub(crate) fn vary(mut self, names: &[HeaderName], headers: &HeaderMap) -> Self {
-        if !names.is_empty() {
-            push_header_values(&mut self.bytes, names, headers);
-        }
-        self
     }
 
     pub(crate) fn finish(self) -> CacheKey {
@@ -267,7 +265,7 @@ mod tests {
     #[test]
     fn absent_empty_and_multiple_values_give_different_keys() {
         let names = [ACCEPT_LANGUAGE];
-        let key = |h: &HeaderMap| KeyBuilder::new("h", "/", "").vary(&names, h).finish();
+        let key = |h: &HeaderMap| KeyBuilder::new("h", "/", "").finish().variant(&names, 1, h);
         let keys = [
             key(&with(&[])),
             key(&with(&[""])),

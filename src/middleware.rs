@@ -19,7 +19,7 @@ use actix_web::{
         Method, StatusCode, Uri,
     },
     web::Bytes,
-    Error, HttpRequest, HttpResponse,
+    Error, HttpMessage, HttpRequest, HttpResponse,
 };
 use futures_util::future::LocalBoxFuture;
 use pin_project_lite::pin_project;
@@ -333,10 +333,7 @@ where
             CacheFuture::Store {
                 fut: Box::pin(flow),
             }
-        } else if matches!(
-            *method,
-            Method::PUT | Method::PATCH | Method::DELETE | Method::POST
-        ) {
+        } else if is_unsafe(method) {
             let flow = write(Rc::clone(&self.service), Rc::clone(&self.inner), req);
             CacheFuture::Store {
                 fut: Box::pin(flow),
@@ -347,6 +344,16 @@ where
             }
         }
     }
+}
+
+/// Every method but the safe ones (RFC 9110 §9.2.1) may change the resource: `PUT`, `PATCH`,
+/// `DELETE`, `POST`, and extension methods such as WebDAV's `PROPPATCH` or `MOVE`. RFC 9111 §4.4
+/// asks a cache to invalidate after any of them succeeds. `CONNECT` never reaches a handler.
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    )
 }
 
 pin_project! {
@@ -383,7 +390,11 @@ struct Handled;
 
 /// The result of looking a request up in the store.
 enum Lookup {
-    Hit(CacheEntry),
+    /// A fresh stored response, and the variant marker that led to it, if any.
+    Hit {
+        entry: CacheEntry,
+        marker: Option<CacheEntry>,
+    },
     /// A write left a marker and no `GET` has stored the new representation yet.
     Modified(CacheEntry),
     UriMiss,
@@ -410,10 +421,12 @@ impl<St: CacheStore> Inner<St> {
     }
 
     fn key(&self, req: &ServiceRequest) -> CacheKey {
-        let conn = req.connection_info();
-        let key = KeyBuilder::new(conn.host(), req.path(), req.query_string())
-            .vary(&self.policy.vary, req.headers())
-            .finish();
+        let key = KeyBuilder::new(
+            &request_origin(req.request()),
+            req.path(),
+            req.query_string(),
+        )
+        .finish();
         log::trace!(target: LOG, "key {key:?}");
         key
     }
@@ -426,7 +439,10 @@ impl<St: CacheStore> Inner<St> {
             Err(_) => return Lookup::StoreFailed,
         };
         match primary.kind() {
-            EntryKind::Response(_) => Lookup::Hit(primary),
+            EntryKind::Response(_) => Lookup::Hit {
+                entry: primary,
+                marker: None,
+            },
             EntryKind::Modified(_) => Lookup::Modified(primary),
             EntryKind::Variants(marker) => {
                 let variant = key.variant(&marker.names, marker.generation, headers);
@@ -435,7 +451,10 @@ impl<St: CacheStore> Inner<St> {
                         if !entry.is_expired(now)
                             && matches!(entry.kind(), EntryKind::Response(_)) =>
                     {
-                        Lookup::Hit(entry)
+                        Lookup::Hit {
+                            entry,
+                            marker: Some(primary),
+                        }
                     }
                     Ok(_) => Lookup::VaryMiss(primary),
                     Err(_) => Lookup::StoreFailed,
@@ -462,6 +481,9 @@ where
 {
     let key = inner.key(&req);
     let credentials = inner.policy.has_unkeyed_credentials(req.headers());
+    // Read before the lookup: a write that completes after this point makes the miss skip its
+    // store, even when the lookup itself saw the state from before the write.
+    let epoch = guard::epoch();
     let lookup = if inner.policy.visibility == Visibility::Private {
         Lookup::UriMiss
     } else {
@@ -470,11 +492,12 @@ where
 
     // The variant marker a new variant joins, if the resource has one.
     let marker = match &lookup {
-        Lookup::VaryMiss(entry) | Lookup::Hit(entry) => Some(entry.clone()),
+        Lookup::VaryMiss(marker) => Some(marker.clone()),
+        Lookup::Hit { marker, .. } => marker.clone(),
         _ => None,
     };
     let fwd = match lookup {
-        Lookup::Hit(entry) => {
+        Lookup::Hit { entry, .. } => {
             if let EntryKind::Response(stored) = entry.kind() {
                 // RFC 9111 §3.5: only responses marked for it answer requests with credentials.
                 if !credentials || stored.shareable_with_credentials {
@@ -496,7 +519,6 @@ where
     if req.method() == Method::HEAD {
         req.head_mut().method = Method::GET;
     }
-    let epoch = guard::epoch();
     let res = service.call(req).await?;
 
     if res.response().extensions().contains::<Handled>() {
@@ -545,7 +567,11 @@ where
         Err(err) => {
             let err = err.into();
             log::warn!(target: LOG, "response body failed while buffering: {err}");
-            return Err(actix_web::error::ErrorInternalServerError(err.to_string()));
+            // The cause goes to the log; the client gets an opaque 500, as it would have got a
+            // cut-off response without the cache.
+            return Err(actix_web::error::ErrorInternalServerError(
+                "response body failed",
+            ));
         }
     };
 
@@ -558,7 +584,7 @@ where
     match plan {
         Ok(plan) => {
             prepare_stored_headers(&inner.policy, head.headers_mut(), &plan);
-            let stored = stored_response(status, head.headers(), body.clone(), &plan);
+            let stored = stored_response(status, head.headers(), body.clone(), &plan, now);
             let entry = CacheEntry::new(now, plan.ttl, EntryKind::Response(stored));
             let marker = marker
                 .as_ref()
@@ -603,7 +629,13 @@ where
         Preconditions::Proceed => head.set_body(body).map_into_boxed_body(),
         Preconditions::NotModified => {
             log::debug!(target: LOG, "304 {key:?}");
-            conditional::not_modified(head.headers())
+            let mut res = conditional::not_modified(head.headers());
+            // The handler ran: a cookie it set (e.g. a rotated session) must still reach the
+            // client. Set-Cookie is not representation metadata (RFC 9110 §15.4.5).
+            for cookie in head.headers().get_all(header::SET_COOKIE) {
+                res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+            }
+            res
         }
         Preconditions::Failed => {
             log::debug!(target: LOG, "412 {key:?}");
@@ -633,7 +665,10 @@ fn mark_private(policy: &Policy, headers: &mut HeaderMap) {
 fn prepare_stored_headers(policy: &Policy, headers: &mut HeaderMap, plan: &policy::StorePlan) {
     if !headers.contains_key(header::CACHE_CONTROL) {
         let secs = plan.ttl.as_secs();
-        let value = if policy.visibility == Visibility::Public {
+        // A response stored per user must not be stored by shared caches downstream.
+        let value = if plan.per_user {
+            format!("private, max-age={secs}")
+        } else if policy.visibility == Visibility::Public {
             format!("public, max-age={secs}")
         } else {
             format!("max-age={secs}")
@@ -642,10 +677,11 @@ fn prepare_stored_headers(policy: &Policy, headers: &mut HeaderMap, plan: &polic
             headers.insert(header::CACHE_CONTROL, value);
         }
     }
+    let declared = policy::parse_vary(headers).unwrap_or_default();
     let missing: Vec<&HeaderName> = policy
         .vary
         .iter()
-        .filter(|name| !plan.vary.contains(name))
+        .filter(|name| !declared.contains(name))
         .collect();
     if !missing.is_empty() {
         let list = missing
@@ -676,15 +712,28 @@ fn is_stored_field(name: &HeaderName) -> bool {
         && name.as_str() != "cache-status"
 }
 
+/// Whether `name` is listed in the response's `Connection` field, which makes it hop-by-hop
+/// (RFC 9110 §7.6.1).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).any(|line| {
+        line.as_bytes().split(|&b| b == b',').any(|token| {
+            token
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+    })
+}
+
 fn stored_response(
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
     plan: &policy::StorePlan,
+    now: SystemTime,
 ) -> StoredResponse {
     let mut stored = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if is_stored_field(name) {
+        if is_stored_field(name) && !named_by_connection(headers, name) {
             stored.append(name.clone(), value.clone());
         }
     }
@@ -692,6 +741,7 @@ fn stored_response(
         status,
         etag: headers.get(header::ETAG).cloned(),
         last_modified: conditional::http_date(headers, &header::LAST_MODIFIED),
+        initial_age: policy::current_age(headers, now),
         headers: stored,
         body,
         shareable_with_credentials: plan.shareable_with_credentials,
@@ -807,10 +857,11 @@ fn serve_hit<St>(
     } else {
         Current::Unknown
     };
-    let age = SystemTime::now()
+    // RFC 9111 §4.2.3: the age it had when stored plus the time it has been resident here.
+    let resident = SystemTime::now()
         .duration_since(entry.stored_at())
-        .unwrap_or_default()
-        .as_secs();
+        .unwrap_or_default();
+    let age = (stored.initial_age + resident).as_secs();
     let mut res = match conditional::evaluate(req.method(), req.headers(), &current) {
         Preconditions::Proceed => {
             let mut res = HttpResponse::with_body(stored.status, stored.body.clone());
@@ -839,8 +890,13 @@ fn cache_status() -> HeaderName {
     HeaderName::from_static("cache-status")
 }
 
-/// `PUT`, `PATCH`, `DELETE`, `POST`: check preconditions before the handler, and after a
-/// successful write drop every stored variant of the resource.
+/// Marks a request whose conditional write lock an outer `Cache` already holds, so that a
+/// nested `Cache` does not wait for itself.
+#[derive(Clone, Copy)]
+struct WriteLockHeld;
+
+/// Unsafe methods: check preconditions before the handler, and after a successful write drop
+/// every stored variant of the resource and remember which entity tags it made stale.
 async fn write<S, B, St>(
     service: Rc<S>,
     inner: Rc<Inner<St>>,
@@ -853,59 +909,64 @@ where
 {
     let key = inner.key(&req);
     let stores = inner.policy.visibility != Visibility::Private;
+    let conditional = conditional::has_preconditions(req.headers());
+
+    // Conditional writes of one resource go one at a time: check, handler, marker.
+    let _lock = if stores && conditional && req.extensions().get::<WriteLockHeld>().is_none() {
+        let lock = guard::lock_conditional_write(key.resource()).await;
+        req.extensions_mut().insert(WriteLockHeld);
+        Some(lock)
+    } else {
+        None
+    };
+
     let lookup = if stores {
         inner.lookup(&key, req.headers()).await
     } else {
         Lookup::UriMiss
     };
 
-    // What the write will make stale: the stored tag, tags a previous write made stale, and the
-    // strong tags the client's If-Match claims are current.
+    // What the write will make stale, oldest first: tags an earlier write made stale, the
+    // stored tag, and the strong tags the client's If-Match claims are current.
     let mut superseded: Vec<Box<[u8]>> = Vec::new();
-    let mut failed = false;
     // A request with credentials the key does not separate was never served a stored entry
     // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
     let credentials = inner.policy.has_unkeyed_credentials(req.headers());
-    {
-        let current = match &lookup {
-            Lookup::Hit(entry) => match entry.kind() {
-                EntryKind::Response(stored)
-                    if stored.status.is_success()
-                        && (!credentials || stored.shareable_with_credentials) =>
-                {
-                    let etag = stored
-                        .etag
-                        .as_ref()
-                        .and_then(|v| EntityTag::parse(v.as_bytes()));
-                    if let Some(tag) = etag.filter(|t| !t.weak) {
-                        superseded.push(tag.opaque.into());
-                    }
-                    Current::Representation {
-                        etag,
-                        last_modified: stored.last_modified,
-                    }
+    let current = match &lookup {
+        Lookup::Hit { entry, .. } => match entry.kind() {
+            EntryKind::Response(stored)
+                if stored.status.is_success()
+                    && (!credentials || stored.shareable_with_credentials) =>
+            {
+                let etag = stored
+                    .etag
+                    .as_ref()
+                    .and_then(|v| EntityTag::parse(v.as_bytes()));
+                if let Some(tag) = etag.filter(|t| !t.weak) {
+                    superseded.push(tag.opaque.into());
                 }
-                _ => Current::Unknown,
-            },
-            Lookup::Modified(entry) => match entry.kind() {
-                EntryKind::Modified(m) => {
-                    superseded.extend(m.superseded.iter().cloned());
-                    Current::Modified {
-                        superseded: &m.superseded,
-                        modified_at: m.modified_at,
-                    }
+                Current::Representation {
+                    etag,
+                    last_modified: stored.last_modified,
                 }
-                _ => Current::Unknown,
-            },
+            }
             _ => Current::Unknown,
-        };
-        if conditional::has_preconditions(req.headers())
-            && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
-        {
-            failed = true;
-        }
-    }
-    if failed {
+        },
+        Lookup::Modified(entry) => match entry.kind() {
+            EntryKind::Modified(m) => {
+                superseded.extend(m.superseded.iter().cloned());
+                Current::Modified {
+                    superseded: &m.superseded,
+                    last_modified: m.last_modified,
+                }
+            }
+            _ => Current::Unknown,
+        },
+        _ => Current::Unknown,
+    };
+    if conditional
+        && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
+    {
         log::debug!(target: LOG, "412 {} {key:?}, handler not called", req.method());
         let mut res = conditional::precondition_failed();
         if let Some(v) = inner.status("fwd=method; detail=precondition-failed") {
@@ -934,7 +995,7 @@ where
     )
     .await;
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        if let Some(other) = same_origin_key(res.request(), res.headers().get(&name), &inner) {
+        if let Some(other) = same_origin_key(res.request(), res.headers().get(&name)) {
             if other.resource() != key.resource() || other.query() != key.query() {
                 guard::record_write(other.resource());
                 let target =
@@ -945,20 +1006,33 @@ where
     }
 
     if stores {
-        superseded.sort_unstable();
-        superseded.dedup();
-        let skip = superseded.len().saturating_sub(MAX_SUPERSEDED);
+        let now = SystemTime::now();
         let marker = CacheEntry::new(
-            SystemTime::now(),
+            now,
             inner.policy.expiry,
             EntryKind::Modified(ModifiedMarker {
-                superseded: superseded.into_iter().skip(skip).collect(),
-                modified_at: SystemTime::now(),
+                superseded: newest_distinct(superseded, MAX_SUPERSEDED),
+                last_modified: conditional::http_date(res.headers(), &header::LAST_MODIFIED),
             }),
         );
         let _ = inner.timed("set", inner.store.set(&key, marker)).await;
     }
     Ok(res.map_into_left_body())
+}
+
+/// The last `max` distinct tags of `tags` (oldest first), in their original order.
+fn newest_distinct(tags: Vec<Box<[u8]>>, max: usize) -> Box<[Box<[u8]>]> {
+    let mut kept: Vec<Box<[u8]>> = Vec::with_capacity(max.min(tags.len()));
+    for tag in tags.into_iter().rev() {
+        if kept.len() == max {
+            break;
+        }
+        if !kept.contains(&tag) {
+            kept.push(tag);
+        }
+    }
+    kept.reverse();
+    kept.into_boxed_slice()
 }
 
 /// Drops the entries of `target`: with the store's `collect` when it has one, otherwise by
@@ -979,16 +1053,17 @@ async fn collect<St: CacheStore>(inner: &Inner<St>, key: &CacheKey, target: Coll
 }
 
 /// The primary key of a same-origin URI in `Location` or `Content-Location`, if it is one.
-fn same_origin_key<St>(
-    req: &HttpRequest,
-    value: Option<&HeaderValue>,
-    inner: &Inner<St>,
-) -> Option<CacheKey> {
+fn same_origin_key(req: &HttpRequest, value: Option<&HeaderValue>) -> Option<CacheKey> {
     let uri = Uri::from_str(value?.to_str().ok()?).ok()?;
-    let conn = req.connection_info();
-    let host = conn.host();
     if let Some(authority) = uri.authority() {
-        if !authority.as_str().eq_ignore_ascii_case(host) {
+        let host = routing_host(req);
+        if !authority.as_str().eq_ignore_ascii_case(&host) {
+            return None;
+        }
+        if uri
+            .scheme_str()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(req.connection_info().scheme()))
+        {
             return None;
         }
     }
@@ -996,11 +1071,40 @@ fn same_origin_key<St>(
     if !path.starts_with('/') {
         return None;
     }
-    Some(
-        KeyBuilder::new(host, path, uri.query().unwrap_or(""))
-            .vary(&inner.policy.vary, req.headers())
-            .finish(),
-    )
+    Some(KeyBuilder::new(&request_origin(req), path, uri.query().unwrap_or("")).finish())
+}
+
+/// The host the router matches on (`guard::Host`): the `Host` header, else the URI's authority,
+/// else the application's configured host.
+fn routing_host(req: &HttpRequest) -> String {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_else(|| req.app_config().host());
+    host.to_ascii_lowercase()
+}
+
+/// The origin part of every key: everything actix uses to route the request and to build URLs.
+///
+/// The scheme and host of `ConnectionInfo` honour `Forwarded` / `X-Forwarded-*`, which the
+/// client controls unless a proxy overwrites them, while the router matches the `Host` header.
+/// A key that used only one of them would let a request routed to one virtual host store its
+/// response under another. So the key holds the scheme, the routing host, and the forwarded
+/// host where it differs.
+fn request_origin(req: &HttpRequest) -> String {
+    let conn = req.connection_info();
+    let host = routing_host(req);
+    let mut origin = String::with_capacity(conn.scheme().len() + 3 + host.len());
+    origin.push_str(conn.scheme());
+    origin.push_str("://");
+    origin.push_str(&host);
+    if !conn.host().eq_ignore_ascii_case(&host) {
+        origin.push_str(" forwarded=");
+        origin.push_str(&conn.host().to_ascii_lowercase());
+    }
+    origin
 }
 
 #[cfg(test)]
@@ -1047,6 +1151,27 @@ mod tests {
             .await
             .unwrap();
         assert!(second.headers().contains_key(header::AGE));
+    }
+
+    #[test]
+    fn safe_methods_are_the_only_ones_that_do_not_invalidate() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"] {
+            assert!(!is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+        }
+        for m in ["PUT", "PATCH", "DELETE", "POST", "PROPPATCH", "MOVE", "PURGE"] {
+            assert!(is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn superseded_tags_keep_the_newest() {
+        let tags: Vec<Box<[u8]>> = ["a", "b", "a", "c", "d"]
+            .iter()
+            .map(|t| t.as_bytes().into())
+            .collect();
+        let kept = newest_distinct(tags, 3);
+        let kept: Vec<&[u8]> = kept.iter().map(|t| &**t).collect();
+        assert_eq!(kept, [&b"a"[..], b"c", b"d"]);
     }
 
     #[test]

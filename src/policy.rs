@@ -146,6 +146,7 @@ pub(crate) enum NotStored {
     Private,
     NoCache,
     VaryAny,
+    VaryInvalid,
     Credentials,
     InvalidFreshness,
     Expired,
@@ -164,6 +165,7 @@ impl NotStored {
             Self::Private => "private",
             Self::NoCache => "no-cache",
             Self::VaryAny => "vary-star",
+            Self::VaryInvalid => "vary-invalid",
             Self::Credentials => "credentials",
             Self::InvalidFreshness => "invalid-freshness",
             Self::Expired => "expired",
@@ -175,9 +177,13 @@ impl NotStored {
 #[derive(Debug)]
 pub(crate) struct StorePlan {
     pub(crate) ttl: Duration,
-    /// The header names of the response's `Vary`, lowercased, sorted and deduplicated.
+    /// The header names that select this variant: the response's `Vary` and the policy's
+    /// `cache_vary`, lowercased, sorted and deduplicated.
     pub(crate) vary: Vec<HeaderName>,
     pub(crate) shareable_with_credentials: bool,
+    /// Stored under a key that varies on a credential the request carried: the response is for
+    /// that user alone, and downstream caches are told so (`private`).
+    pub(crate) per_user: bool,
 }
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), less the negative
@@ -232,11 +238,14 @@ pub(crate) fn storability(
     if directives.no_cache {
         return Err(NotStored::NoCache);
     }
-    let vary = parse_vary(res).ok_or(NotStored::VaryAny)?;
-    // §3.5: responses to requests with credentials are shared only when marked for it.
+    let mut vary = parse_vary(res)?;
+    vary.extend(policy.vary.iter().cloned());
+    sort_names(&mut vary);
+    // §3.5: responses to requests with credentials are shared only when marked for it. The RFC
+    // also accepts `must-revalidate` for Authorization; we do not, for Authorization or Cookie:
+    // it says nothing about who may see the response.
     let marked_shareable = directives.public
         || directives.s_maxage.is_some()
-        || directives.must_revalidate
         || policy.visibility == Visibility::Public;
     if policy.has_unkeyed_credentials(req) && !marked_shareable {
         return Err(NotStored::Credentials);
@@ -252,6 +261,7 @@ pub(crate) fn storability(
         ttl,
         vary,
         shareable_with_credentials: marked_shareable,
+        per_user: per_user_key,
     })
 }
 
@@ -278,36 +288,48 @@ fn lifetime(
     } else {
         return expiry;
     };
+    own.saturating_sub(current_age(res, now)).min(expiry)
+}
+
+/// The age of a response received at `now` (RFC 9111 §4.2.3): the larger of the `Age` it
+/// carries and the time since its `Date`. Zero for a response the handler just made.
+pub(crate) fn current_age(res: &HeaderMap, now: SystemTime) -> Duration {
     let age_value = res
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or_default();
-    let apparent_age = date
+    let apparent_age = http_date(res, &header::DATE)
         .and_then(|date| now.duration_since(date).ok())
         .unwrap_or_default();
-    own.saturating_sub(age_value.max(apparent_age)).min(expiry)
+    age_value.max(apparent_age)
 }
 
-/// Parses `Vary` into sorted, deduplicated, lowercase names; `None` for `Vary: *`.
-/// Names that are not valid tokens are skipped.
-pub(crate) fn parse_vary(res: &HeaderMap) -> Option<Vec<HeaderName>> {
+/// Parses `Vary` into sorted, deduplicated, lowercase names. `Vary: *` and members that are
+/// not header names make the response unstorable: a key that ignored them could serve the
+/// response to a request it does not fit.
+pub(crate) fn parse_vary(res: &HeaderMap) -> Result<Vec<HeaderName>, NotStored> {
     let mut names = Vec::new();
     for line in res.get_all(header::VARY) {
         for part in line.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
+            if part.is_empty() {
+                continue; // empty list elements are allowed (RFC 9110 §5.6.1)
+            }
             if part == b"*" {
-                return None;
+                return Err(NotStored::VaryAny);
             }
-            if let Ok(name) = HeaderName::from_bytes(part) {
-                names.push(name);
-            }
+            names.push(HeaderName::from_bytes(part).map_err(|_| NotStored::VaryInvalid)?);
         }
     }
+    sort_names(&mut names);
+    Ok(names)
+}
+
+fn sort_names(names: &mut Vec<HeaderName>) {
     names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
-    Some(names)
 }
 
 /// The response or request directives of `Cache-Control` this cache acts on (RFC 9111 §5.2).
@@ -317,7 +339,6 @@ pub(crate) struct Directives {
     pub(crate) no_cache: bool,
     pub(crate) private: bool,
     pub(crate) public: bool,
-    pub(crate) must_revalidate: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
     /// A freshness directive had an invalid value: the response is treated as stale (§4.2.1).
@@ -348,8 +369,6 @@ impl Directives {
                     d.private = true;
                 } else if eq("public") {
                     d.public = true;
-                } else if eq("must-revalidate") || eq("proxy-revalidate") {
-                    d.must_revalidate = true;
                 } else if eq("max-age") {
                     merge_seconds(&mut d.max_age, &mut d.invalid, value);
                 } else if eq("s-maxage") {
@@ -471,6 +490,9 @@ mod tests {
         let names = parse_vary(&res).unwrap();
         assert_eq!(names, vec![header::ACCEPT, header::ACCEPT_LANGUAGE]);
         res.append(header::VARY, HeaderValue::from_static("*"));
-        assert_eq!(parse_vary(&res), None);
+        assert_eq!(parse_vary(&res), Err(NotStored::VaryAny));
+        let mut bad = HeaderMap::new();
+        bad.append(header::VARY, HeaderValue::from_static("accept, a b"));
+        assert_eq!(parse_vary(&bad), Err(NotStored::VaryInvalid));
     }
 }
