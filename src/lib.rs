@@ -10,8 +10,9 @@
 //!
 //! - serves fresh `GET`/`HEAD` responses from a pluggable [`CacheStore`], or calls the handler
 //!   and stores what may be stored (RFC 9111);
-//! - gives every `2xx` response with a body of known size a strong `ETag`, the SHA-256 of the
-//!   body, unless the handler set one (which is kept as it is);
+//! - gives every `2xx` response to `GET`/`HEAD` with a body of known size (up to
+//!   [`Cache::max_body_size`]) a strong `ETag`, the SHA-256 of the body, unless the handler set
+//!   one (which is kept as it is);
 //! - answers `If-None-Match` / `If-Modified-Since` with `304`, and `If-Match` /
 //!   `If-Unmodified-Since` / `If-None-Match: *` on `PUT`, `PATCH`, `DELETE` and `POST` with `412`
 //!   **before** the handler runs, so a stale write never happens (RFC 9110 §13);
@@ -41,18 +42,24 @@
 //!
 //! # A request's path through the cache
 //!
-//! - `GET`/`HEAD`: the key is the method class (`HEAD` shares the `GET` entry), host, path,
-//!   query string, and the request values of the headers named by [`Cache::cache_vary`] and by the
-//!   stored response's `Vary`. A fresh entry is served with `Age` (or turned into a `304`/`412`
+//! - `GET`/`HEAD`: the key is the method class (`HEAD` shares the `GET` entry), the origin
+//!   (scheme, the `Host` the router matches, and a forwarded host where `Forwarded` /
+//!   `X-Forwarded-Host` names another, so a client cannot store one virtual host's page under
+//!   another), path, query string, and the request values of the headers named by
+//!   [`Cache::cache_vary`] and by the stored response's `Vary`. A fresh entry is served with `Age` (or turned into a `304`/`412`
 //!   when the request's preconditions say so). On a miss the handler runs (a `HEAD` miss runs as
 //!   `GET`); the response gets its `ETag`, is stored if it may be, and the preconditions are
 //!   evaluated against it, so a conditional request works even on a cold store.
-//! - `PUT`/`PATCH`/`DELETE`/`POST`: the preconditions are evaluated against the stored
-//!   validators; a failure is a `412` and the handler is not called. After a `2xx` or `3xx`, the
+//! - `PUT`/`PATCH`/`DELETE`/`POST` and every other unsafe method (e.g. WebDAV's): the
+//!   preconditions are evaluated against the stored validators; a failure is a `412` and the
+//!   handler is not called. Conditional writes of one resource run one at a time within the
+//!   process, so two clients holding the same `ETag` cannot both pass. After a `2xx` or `3xx`, the
 //!   entries of the target URI (every `Vary` variant, `HEAD` included, and with
 //!   [`Cache::collect_query_variants`] every query string) are collected, as are same-origin URIs in
-//!   `Location` and `Content-Location` (RFC 9111 §4.4).
-//! - Other methods pass through untouched, without boxing.
+//!   `Location` and `Content-Location` (RFC 9111 §4.4). A `PUT`, `PATCH`, `DELETE` or `POST`
+//!   also leaves a marker of the entity tags it made stale; an extension method, which may be
+//!   read-only (WebDAV's `PROPFIND`), only invalidates.
+//! - `OPTIONS`, `TRACE` and `CONNECT` pass through untouched, without boxing.
 //!
 //! What is stored: `GET` responses with status 200, 203, 204, 300, 301 or 308 (404, 405, 410,
 //! 414 and 501 only with explicit freshness), a body of known size up to
@@ -61,7 +68,8 @@
 //! its own `s-maxage`, `max-age` or `Expires`; `Cache-Control: max-age` is added only where the
 //! handler set no `Cache-Control`. Streaming bodies pass through unbuffered.
 //!
-//! Every response the cache answers or forwards carries `Cache-Status` (RFC 9211), e.g.
+//! Every `GET`/`HEAD` response the cache answers or forwards, and every `412` it gives, carries
+//! `Cache-Status` (RFC 9211), e.g.
 //! `actix-response-cache; hit` or `actix-response-cache; fwd=uri-miss; stored`, with a `detail`
 //! that says why a response was not stored.
 //!
@@ -73,14 +81,16 @@
 //! - **Credentials**: a response to a request with `Authorization` *or* `Cookie` is not stored,
 //!   and such a request is not answered from another user's stored response, unless the response
 //!   says `public` or `s-maxage` (RFC 9111 §3.5), or the scope is [`Visibility::Public`], or the
-//!   key varies on that header ([`Cache::cache_vary`]`(["cookie"])`). RFC 9111 only names
-//!   `Authorization`; we treat `Cookie` the same way because actix apps commonly keep sessions in
-//!   cookies, and one line of middleware must not leak a logged-in page to everyone.
+//!   key varies on that header ([`Cache::cache_vary`]`(["cookie"])`; such per-user entries are
+//!   sent as `private`). RFC 9111 only names `Authorization`; we treat `Cookie` the same way
+//!   because actix apps commonly keep sessions in cookies, and one line of middleware must not
+//!   leak a logged-in page to everyone. RFC 9111 also lets `must-revalidate` share a response
+//!   to an authorized request; we do not, as it says nothing about who may see it.
 //! - **Expiry** 60 s: short enough that data changed outside the app (another service writing
 //!   the database) is not stale for long. Writes through the app are collected at once anyway.
 //! - **Body limit** 1 MiB: bigger bodies are passed through, neither hashed nor stored.
-//! - **Store timeout** 250 ms: a slow store costs a request at most that, then it goes on
-//!   uncached.
+//! - **Store timeout** 250 ms per store operation: a slow store costs each operation at most
+//!   that (a miss makes up to four: two lookups, two stores), then the request goes on uncached.
 //! - **Client `Cache-Control: no-cache` / `max-age=0`** are ignored for reading: an application
 //!   cache protects the handler, and one client must not be able to make every request a miss.
 //!   A request's `no-store` is honoured: its response is not stored.
@@ -90,6 +100,19 @@
 //!   `If-Match` with the old tag gets its `412` even before anyone reads the resource again. A
 //!   write that left the body byte-identical makes that a spurious (safe) `412`: the client
 //!   re-reads and retries.
+//!
+//! # Limits
+//!
+//! - A write's preconditions are judged before routing, so a conditional `DELETE` with a stale
+//!   `If-Match` on a resource that only has a `GET` route gets `412` where the application would
+//!   have answered `405` (and an unauthenticated one `412` rather than `401`). RFC 9110 §13.2.1
+//!   asks a server to ignore preconditions when the answer would not be `2xx`; a middleware
+//!   cannot know that before the handler runs. Wrap only the scopes whose writes should be judged
+//!   if that matters.
+//! - The cache judges writes only from what it has stored, within one process (several
+//!   servers sharing one store are not serialised with each other). Handlers that must never lose
+//!   an update should still check a version themselves.
+//! - `Range` and `If-Range` are not evaluated: a hit answers with the whole stored response.
 //!
 //! # Middleware order
 //!

@@ -16,7 +16,7 @@ use actix_web::{
     dev::{ServiceRequest, ServiceResponse},
     http::{
         header::{self, HeaderMap, HeaderName, HeaderValue},
-        Method, StatusCode, Uri,
+        Method, StatusCode, Uri, Version,
     },
     web::Bytes,
     Error, HttpMessage, HttpRequest, HttpResponse,
@@ -1005,19 +1005,43 @@ where
         }
     }
 
-    if stores {
+    // Only the methods known to change the representation leave a marker saying the stored
+    // tags are stale; an extension method may be read-only (WebDAV's PROPFIND), so it only
+    // invalidates, as RFC 9111 §4.4 asks.
+    if stores && is_known_write(res.request().method()) {
         let now = SystemTime::now();
+        // Without a Last-Modified from the application, the write time, truncated to HTTP-date
+        // precision, bounds If-Unmodified-Since: the resource certainly changed then.
+        let last_modified = conditional::http_date(res.headers(), &header::LAST_MODIFIED)
+            .unwrap_or_else(|| truncate_to_seconds(now));
         let marker = CacheEntry::new(
             now,
             inner.policy.expiry,
             EntryKind::Modified(ModifiedMarker {
                 superseded: newest_distinct(superseded, MAX_SUPERSEDED),
-                last_modified: conditional::http_date(res.headers(), &header::LAST_MODIFIED),
+                last_modified: Some(last_modified),
             }),
         );
         let _ = inner.timed("set", inner.store.set(&key, marker)).await;
     }
     Ok(res.map_into_left_body())
+}
+
+/// `PUT`, `PATCH`, `DELETE` and `POST`: the methods known to change the target resource.
+fn is_known_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::PUT | Method::PATCH | Method::DELETE | Method::POST
+    )
+}
+
+/// `time` rounded down to a whole second, the precision of HTTP dates.
+fn truncate_to_seconds(time: SystemTime) -> SystemTime {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// The last `max` distinct tags of `tags` (oldest first), in their original order.
@@ -1074,13 +1098,14 @@ fn same_origin_key(req: &HttpRequest, value: Option<&HeaderValue>) -> Option<Cac
     Some(KeyBuilder::new(&request_origin(req), path, uri.query().unwrap_or("")).finish())
 }
 
-/// The host the router matches on (`guard::Host`): the `Host` header, else the URI's authority,
-/// else the application's configured host.
+/// The host the router matches on (`guard::Host`): below HTTP/2 the `Host` header, else the
+/// URI's authority, else the application's configured host.
 fn routing_host(req: &HttpRequest) -> String {
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|_| req.version() < Version::HTTP_2)
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_else(|| req.app_config().host());
     host.to_ascii_lowercase()
@@ -1088,11 +1113,12 @@ fn routing_host(req: &HttpRequest) -> String {
 
 /// The origin part of every key: everything actix uses to route the request and to build URLs.
 ///
-/// The scheme and host of `ConnectionInfo` honour `Forwarded` / `X-Forwarded-*`, which the
-/// client controls unless a proxy overwrites them, while the router matches the `Host` header.
-/// A key that used only one of them would let a request routed to one virtual host store its
-/// response under another. So the key holds the scheme, the routing host, and the forwarded
-/// host where it differs.
+/// The router matches the `Host` header (the URI's authority from HTTP/2 on), while the scheme
+/// and host of `ConnectionInfo`, which URL generation uses, honour `Forwarded` /
+/// `X-Forwarded-*`, which the client controls unless a proxy overwrites them. A key that used only
+/// one of them would let a request routed to one virtual host store its response under another.
+/// So the key holds the scheme and the routing host, and adds every other host the request
+/// names (`Host`, the URI's authority, the forwarded host) where it differs.
 fn request_origin(req: &HttpRequest) -> String {
     let conn = req.connection_info();
     let host = routing_host(req);
@@ -1100,9 +1126,21 @@ fn request_origin(req: &HttpRequest) -> String {
     origin.push_str(conn.scheme());
     origin.push_str("://");
     origin.push_str(&host);
-    if !conn.host().eq_ignore_ascii_case(&host) {
-        origin.push_str(" forwarded=");
-        origin.push_str(&conn.host().to_ascii_lowercase());
+    let others = [
+        (
+            " host=",
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok()),
+        ),
+        (" authority=", req.uri().authority().map(|a| a.as_str())),
+        (" forwarded=", Some(conn.host())),
+    ];
+    for (label, other) in others {
+        if let Some(other) = other.filter(|o| !o.eq_ignore_ascii_case(&host)) {
+            origin.push_str(label);
+            origin.push_str(&other.to_ascii_lowercase());
+        }
     }
     origin
 }
@@ -1156,9 +1194,20 @@ mod tests {
     #[test]
     fn safe_methods_are_the_only_ones_that_do_not_invalidate() {
         for m in ["GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"] {
-            assert!(!is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+            assert!(
+                !is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
         }
-        for m in ["PUT", "PATCH", "DELETE", "POST", "PROPPATCH", "MOVE", "PURGE"] {
+        for m in [
+            "PUT",
+            "PATCH",
+            "DELETE",
+            "POST",
+            "PROPPATCH",
+            "MOVE",
+            "PURGE",
+        ] {
             assert!(is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
         }
     }

@@ -16,10 +16,12 @@ use actix_web::{
         Method, StatusCode,
     },
     middleware::Compress,
+    rt::time::sleep,
     test::{call_service, init_service, read_body, TestRequest},
     web, App, HttpResponse, Route,
 };
 use common::{header, Calls};
+use futures_util::future::join;
 use sha2::{Digest, Sha256};
 
 const BODY: &str = "the representation";
@@ -1145,4 +1147,210 @@ async fn conditional_write_with_credentials_is_not_judged_against_the_shared_ent
         "Alice's If-Match is her current tag"
     );
     assert_eq!(writes.get(), 1);
+}
+
+// RFC 9110 §13.1.1 (lost update): two concurrent PUTs with the same current If-Match: the
+// first is performed, the second finds the tag superseded and gets 412.
+#[actix_web::test]
+async fn concurrent_puts_with_the_same_if_match_perform_only_one() {
+    let (reads, writes) = (Calls::default(), Calls::default());
+    let slow_write = {
+        let writes = writes.clone();
+        web::put().to(move || {
+            let writes = writes.clone();
+            async move {
+                writes.hit();
+                sleep(Duration::from_millis(30)).await;
+                HttpResponse::NoContent().finish()
+            }
+        })
+    };
+    let app = init_service(
+        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
+            web::resource("/concurrent-if-match")
+                .route(counted_get(&reads))
+                .route(slow_write),
+        ),
+    )
+    .await;
+    let tag = header(
+        &call_service(&app, get("/concurrent-if-match").to_request()).await,
+        "etag",
+    );
+
+    let put = || {
+        call_service(
+            &app,
+            TestRequest::put()
+                .uri("/concurrent-if-match")
+                .insert_header((header::IF_MATCH, tag.as_str()))
+                .to_request(),
+        )
+    };
+    let (a, b) = join(put(), put()).await;
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [204, 412],
+        "exactly one of two PUTs with the same If-Match may be performed"
+    );
+    assert_eq!(writes.get(), 1, "both PUTs reached the handler");
+}
+
+// RFC 9110 §13.1.4: after a write, If-Unmodified-Since is judged by the Last-Modified the write
+// answered with: a client that sends that date back has not missed a change.
+#[actix_web::test]
+async fn if_unmodified_since_the_write_s_last_modified_reaches_the_handler() {
+    let (reads, writes) = (Calls::default(), Calls::default());
+    let dated_write = {
+        let writes = writes.clone();
+        web::put().to(move || {
+            let writes = writes.clone();
+            async move {
+                writes.hit();
+                HttpResponse::NoContent()
+                    .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
+                    .finish()
+            }
+        })
+    };
+    let app = init_service(
+        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
+            web::resource("/ius-after-write")
+                .route(counted_get(&reads))
+                .route(dated_write),
+        ),
+    )
+    .await;
+    let res = call_service(
+        &app,
+        TestRequest::put().uri("/ius-after-write").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&res, "last-modified"), http_date(last_modified()));
+
+    let res = call_service(
+        &app,
+        TestRequest::put()
+            .uri("/ius-after-write")
+            .insert_header((header::IF_UNMODIFIED_SINCE, http_date(last_modified())))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "If-Unmodified-Since equal to the write's Last-Modified"
+    );
+    assert_eq!(writes.get(), 2);
+}
+
+// RFC 9110 §15.4.5, RFC 6265 §3: a 304 made from the handler's fresh response keeps the cookie
+// the handler set (e.g. a rotated session): Set-Cookie is not representation metadata.
+#[actix_web::test]
+async fn not_modified_on_a_miss_keeps_the_handler_s_set_cookie() {
+    let reads = Calls::default();
+    let route = {
+        let reads = reads.clone();
+        web::get().to(move || {
+            let reads = reads.clone();
+            async move {
+                reads.hit();
+                HttpResponse::Ok()
+                    .insert_header((header::SET_COOKIE, "session=rotated"))
+                    .body(BODY)
+            }
+        })
+    };
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route("/inm-set-cookie", route),
+    )
+    .await;
+    let res = call_service(
+        &app,
+        get("/inm-set-cookie")
+            .insert_header((header::IF_NONE_MATCH, etag_of(BODY.as_bytes())))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(reads.get(), 1);
+    assert_eq!(
+        header(&res, "set-cookie"),
+        "session=rotated",
+        "the 304 dropped the handler's Set-Cookie"
+    );
+    assert!(read_body(res).await.is_empty());
+}
+
+// RFC 9110 §13.1.1: `If-Match` is `"*" / #entity-tag`: `*` inside a list is malformed, not "any".
+#[actix_web::test]
+async fn star_inside_an_if_match_list_is_not_any() {
+    let (reads, writes) = (Calls::default(), Calls::default());
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .service(resource("/im-star-list", &reads, &writes)),
+    )
+    .await;
+    let res = call_service(&app, get("/im-star-list").to_request()).await;
+    assert_ne!(header(&res, "etag"), "\"a\"");
+
+    let res = call_service(
+        &app,
+        TestRequest::put()
+            .uri("/im-star-list")
+            .insert_header((header::IF_MATCH, "\"a\", *"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match: \"a\", * against another stored tag"
+    );
+    assert_eq!(writes.get(), 0, "the handler must not run");
+}
+
+// RFC 9110 §13.1.4: after a write whose response carried no Last-Modified, the resource has
+// still certainly been modified since the Last-Modified stored before it: If-Unmodified-Since
+// with that older date gets 412, not a lost update.
+#[actix_web::test]
+async fn if_unmodified_since_before_a_write_without_last_modified_is_412() {
+    let (reads, writes) = (Calls::default(), Calls::default());
+    let app = init_service(
+        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
+            web::resource("/ius-after-write")
+                .route(counted_get_with_last_modified(&reads))
+                .route(counted_write(&writes)),
+        ),
+    )
+    .await;
+    call_service(&app, get("/ius-after-write").to_request()).await;
+    // A plain write: its 204 has no Last-Modified.
+    let res = call_service(
+        &app,
+        TestRequest::put().uri("/ius-after-write").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    let res = call_service(
+        &app,
+        TestRequest::put()
+            .uri("/ius-after-write")
+            .insert_header((header::IF_UNMODIFIED_SINCE, http_date(last_modified())))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "a write changed the resource after the client's date"
+    );
+    assert_eq!(writes.get(), 1, "the second handler must not run");
 }

@@ -680,6 +680,55 @@ async fn nested_caches_with_different_keys_store_once() {
     );
 }
 
+// DESIGN "Nested Caches": an inner Cache does not wait for the conditional-write lock its outer
+// Cache already holds for the same request.
+#[actix_web::test]
+async fn nested_caches_conditional_write_does_not_deadlock() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = {
+        let (reader, writer) = (backend.clone(), backend.clone());
+        init_service(
+            App::new().wrap(Cache::new(store.clone())).service(
+                web::scope("/nested-lock")
+                    .wrap(Cache::new(store.clone()))
+                    .service(
+                        web::resource("/item")
+                            .route(
+                                web::get().to(move |req: HttpRequest| reader.clone().respond(req)),
+                            )
+                            .route(
+                                web::put().to(move |req: HttpRequest| writer.clone().respond(req)),
+                            ),
+                    ),
+            ),
+        )
+        .await
+    };
+    let uri = "/nested-lock/item";
+    let res = call_service(&app, TestRequest::get().uri(uri).to_request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = header(&res, header::ETAG);
+
+    let put = call_service(
+        &app,
+        TestRequest::put()
+            .uri(uri)
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    );
+    let res = actix_web::rt::time::timeout(Duration::from_secs(5), put)
+        .await
+        .expect("the conditional PUT through nested Caches did not finish: deadlock");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "If-Match with the current tag"
+    );
+    assert_eq!(backend.writes.get(), 1);
+    assert_eq!(get!(app, uri), "/nested-lock/item? v2");
+}
+
 /// A `MemoryStore` whose first `set` waits for a gate: it stands for a slow store write that a
 /// concurrent PATCH overtakes.
 #[derive(Clone)]
@@ -791,4 +840,177 @@ async fn get_whose_set_is_overtaken_by_a_patch_is_removed_by_the_recheck() {
         2,
         "the GET after the PATCH did not call the handler"
     );
+}
+
+// RFC 9111 §4.4, RFC 9110 §9.2.1: an extension method (WebDAV's PROPPATCH) is not known to be
+// safe: its success invalidates the target URI, and its preconditions are checked first.
+#[actix_web::test]
+async fn extension_method_invalidates_and_is_checked() {
+    let proppatch = Method::from_bytes(b"PROPPATCH").expect("a method");
+    let backend = Backend::new();
+    let app = {
+        let (reader, writer) = (backend.clone(), backend.clone());
+        init_service(
+            App::new().wrap(Cache::new(MemoryStore::new(100))).service(
+                web::resource("/proppatch")
+                    .route(web::get().to(move |req: HttpRequest| reader.clone().respond(req)))
+                    .route(
+                        web::route()
+                            .method(proppatch.clone())
+                            .to(move |req: HttpRequest| writer.clone().respond(req)),
+                    ),
+            ),
+        )
+        .await
+    };
+    let uri = "/proppatch";
+
+    assert_eq!(get!(app, uri), "/proppatch? v1");
+    assert_eq!(write!(app, proppatch.clone(), uri), StatusCode::OK);
+    assert_eq!(backend.writes.get(), 1);
+    assert_eq!(
+        get!(app, uri),
+        "/proppatch? v2",
+        "stale GET after PROPPATCH"
+    );
+    assert_eq!(backend.reads.get(), 2, "the GET after PROPPATCH was a hit");
+
+    let res = call_service(
+        &app,
+        TestRequest::default()
+            .method(proppatch)
+            .uri(uri)
+            .insert_header((header::IF_MATCH, "\"stale\""))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "a stale If-Match on PROPPATCH"
+    );
+    assert_eq!(backend.writes.get(), 1, "the handler ran despite the 412");
+}
+
+/// The bytes of a variant key that select `Accept-Language: fr` (src/key.rs: `\n name \0 value`).
+const FRENCH_VARIANT: &[u8] = b"accept-language\0fr";
+
+/// A `MemoryStore` behind a store that implements only `CacheStore` (a write can then only
+/// remove the primary key), whose `get` of the `fr` variant is slow.
+#[derive(Clone)]
+struct SlowFrenchGet(MemoryStore);
+
+impl actix_response_cache::CacheStore for SlowFrenchGet {
+    async fn get(
+        &self,
+        key: &actix_response_cache::CacheKey,
+    ) -> Result<Option<actix_response_cache::CacheEntry>, actix_response_cache::StoreError> {
+        let bytes = key.as_bytes();
+        if bytes
+            .windows(FRENCH_VARIANT.len())
+            .any(|w| w == FRENCH_VARIANT)
+        {
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.0.get(key).await
+    }
+
+    async fn set(
+        &self,
+        key: &actix_response_cache::CacheKey,
+        entry: actix_response_cache::CacheEntry,
+    ) -> Result<(), actix_response_cache::StoreError> {
+        self.0.set(key, entry).await
+    }
+
+    async fn remove(
+        &self,
+        key: &actix_response_cache::CacheKey,
+    ) -> Result<(), actix_response_cache::StoreError> {
+        self.0.remove(key).await
+    }
+}
+
+// Race guard (DESIGN "Race guard", src/guard.rs): a write that completes while a miss is still
+// looking up its variant stops that miss's store, which would otherwise write the old variant
+// marker back over the write's marker and make the variants stored before the write reachable.
+#[actix_web::test]
+async fn write_during_a_slow_variant_lookup_does_not_revive_old_variants() {
+    let store = SlowFrenchGet(MemoryStore::new(100));
+    assert!(actix_response_cache::CacheStore::as_collectable(&store).is_none());
+    let backend = Backend::new().vary_language();
+    let app = app!(Cache::new(store.clone()), backend);
+    let uri = "/race-lookup";
+    let lang = |l: &'static str| TestRequest::get().insert_header((header::ACCEPT_LANGUAGE, l));
+
+    assert_eq!(get!(app, uri, lang("en")), "/race-lookup? v1 en");
+    assert_eq!(get!(app, uri, lang("en")), "/race-lookup? v1 en");
+    assert_eq!(backend.reads.get(), 1, "the en variant was not stored");
+
+    let slow_fr = call_service(&app, lang("fr").uri(uri).to_request());
+    let put_meanwhile = async {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        write!(app, Method::PUT, uri)
+    };
+    let (fr, put) = futures_util::future::join(slow_fr, put_meanwhile).await;
+    assert_eq!(put, StatusCode::OK);
+    assert_eq!(fr.status(), StatusCode::OK);
+    assert_eq!(backend.version(), 2);
+
+    assert_eq!(
+        get!(app, uri, lang("en")),
+        "/race-lookup? v2 en",
+        "the en variant stored before the PUT was served after it"
+    );
+}
+
+// RFC 9111 §4.4: a method of unknown safety (WebDAV's PROPFIND) invalidates, but does not mark
+// the current ETag stale: a later If-Match with that ETag still reaches the handler.
+#[actix_web::test]
+async fn extension_method_does_not_mark_the_etag_stale() {
+    let writes = Calls::default();
+    let propfind = actix_web::http::Method::from_bytes(b"PROPFIND").unwrap();
+    let app =
+        {
+            let writes = writes.clone();
+            init_service(
+                App::new().wrap(Cache::new(MemoryStore::new(100))).service(
+                    web::resource("/propfind")
+                        .route(web::get().to(|| async { HttpResponse::Ok().body("doc") }))
+                        .route(web::route().method(propfind.clone()).to(|| async {
+                            HttpResponse::build(StatusCode::MULTI_STATUS).finish()
+                        }))
+                        .route(web::put().to(move || {
+                            writes.hit();
+                            async { HttpResponse::NoContent().finish() }
+                        })),
+                ),
+            )
+            .await
+        };
+    let res = call_service(&app, TestRequest::get().uri("/propfind").to_request()).await;
+    let etag = header(&res, "etag");
+    let res = call_service(
+        &app,
+        TestRequest::default()
+            .method(propfind)
+            .uri("/propfind")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::MULTI_STATUS);
+    let res = call_service(
+        &app,
+        TestRequest::put()
+            .uri("/propfind")
+            .insert_header((header::IF_MATCH, etag))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::NO_CONTENT,
+        "PROPFIND made the current ETag look stale"
+    );
+    assert_eq!(writes.get(), 1);
 }

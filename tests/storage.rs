@@ -1058,3 +1058,139 @@ async fn memory_store_byte_budget_evicts() {
     assert_eq!(tiny.len(), 0);
     assert_eq!(calls.get(), 5);
 }
+
+// RFC 9111 §3.5: `must-revalidate` says nothing about who may see a response, so it does not
+// make a response to a request with Cookie shareable with other users.
+#[actix_web::test]
+async fn must_revalidate_response_to_a_request_with_cookie_is_not_shared() {
+    let calls = Calls::default();
+    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+        "/must-revalidate-cookie",
+        echo_user(&calls, &[("cache-control", "must-revalidate")]),
+    ))
+    .await;
+    let res = call_service(
+        &app,
+        get("/must-revalidate-cookie")
+            .insert_header((header::COOKIE, "session=alice"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(read_body(res).await, "hello session=alice".as_bytes());
+
+    let res = get_n!(app, "/must-revalidate-cookie", 1);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        read_body(res).await,
+        Bytes::from_static(b"hello "),
+        "the cookieless GET was served Alice's response"
+    );
+    assert_eq!(calls.get(), 2, "the cookieless GET must reach the handler");
+}
+
+// RFC 9111 §5.2.2.7: a response stored per user (the key varies on Cookie) is `private` to
+// downstream caches.
+#[actix_web::test]
+async fn response_stored_per_user_is_sent_private() {
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)).cache_vary(["cookie"]))
+            .route("/per-user-cookie", echo_user(&calls, &[])),
+    )
+    .await;
+    let request = || {
+        get("/per-user-cookie")
+            .insert_header((header::COOKIE, "id=alice"))
+            .to_request()
+    };
+    let res = call_service(&app, request()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(header(&res, "cache-status").contains("stored"));
+    assert_eq!(
+        header(&res, "cache-control"),
+        "private, max-age=60",
+        "the response stored for one user must be private downstream"
+    );
+    assert_eq!(read_body(res).await, "hello id=alice".as_bytes());
+
+    let res = call_service(&app, request()).await;
+    assert!(header(&res, "cache-status").contains("hit"));
+    assert_eq!(header(&res, "cache-control"), "private, max-age=60");
+    assert_eq!(calls.get(), 1);
+}
+
+// RFC 9110 §12.5.5: a `Vary` member that is not a field name cannot be matched, so the response
+// is not stored; it still gets its validator (RFC 9110 §8.8.3).
+#[actix_web::test]
+async fn response_with_an_invalid_vary_member_is_not_stored_but_has_an_etag() {
+    let calls = Calls::default();
+    let store = MemoryStore::new(100);
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()))
+            .route("/vary-invalid", counted(&calls, &[("vary", "accept, a b")])),
+    )
+    .await;
+    for _ in 0..2 {
+        let res = get_n!(app, "/vary-invalid", 1);
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "etag"), etag_of(BODY.as_bytes()));
+        assert_eq!(header(&res, "vary"), "accept, a b");
+        assert_eq!(read_body(res).await, BODY.as_bytes());
+    }
+    assert_eq!(
+        calls.get(),
+        2,
+        "a response with an invalid Vary member was stored and served"
+    );
+    assert_eq!(store.len(), 0);
+    let res = get_n!(app, "/vary-invalid", 1);
+    assert!(
+        header(&res, "cache-status").contains("detail=vary-invalid"),
+        "{}",
+        header(&res, "cache-status")
+    );
+}
+
+// RFC 9111 §4.2.3: the Age of a hit counts the age the response had when it was stored.
+#[actix_web::test]
+async fn hit_age_includes_the_age_the_response_was_stored_with() {
+    let calls = Calls::default();
+    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+        "/aged",
+        counted(&calls, &[("cache-control", "max-age=100"), ("age", "30")]),
+    ))
+    .await;
+    let res = get_n!(app, "/aged", 2);
+    assert!(header(&res, "cache-status").contains("hit"));
+    assert_eq!(calls.get(), 1);
+    let age: u64 = header(&res, "age").parse().expect("an Age on the hit");
+    assert!(age >= 30, "Age {age} forgets the 30 s the response was old");
+}
+
+// RFC 9110 §7.6.1: fields named in `Connection` are hop-by-hop: they are not stored.
+#[actix_web::test]
+async fn fields_named_by_connection_are_not_stored() {
+    let calls = Calls::default();
+    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+        "/connection-named",
+        counted(
+            &calls,
+            &[("connection", "x-internal"), ("x-internal", "secret")],
+        ),
+    ))
+    .await;
+    let miss = get_n!(app, "/connection-named", 1);
+    assert_eq!(miss.status(), StatusCode::OK);
+    let hit = get_n!(app, "/connection-named", 1);
+    assert!(header(&hit, "cache-status").contains("hit"));
+    assert_eq!(calls.get(), 1);
+    assert!(
+        !hit.headers().contains_key("x-internal"),
+        "the hop-by-hop X-Internal was stored and served: {:?}",
+        header(&hit, "x-internal")
+    );
+    assert_eq!(read_body(hit).await, BODY.as_bytes());
+}

@@ -5,6 +5,7 @@ mod common;
 
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
+    guard,
     http::{header, StatusCode},
     test::{call_service, init_service, read_body, TestRequest},
     web, App, HttpRequest, HttpResponse, Route,
@@ -280,4 +281,132 @@ async fn host_is_part_of_the_key() {
         assert_eq!(calls.get(), expected_calls, "after {host}");
     }
     assert_eq!(store.len(), 2);
+}
+
+// RFC 9111 §2 (the key is the target URI): a key built from X-Forwarded-Host or
+// X-Forwarded-Proto alone would let one request store its response under another origin.
+#[actix_web::test]
+async fn forwarded_headers_cannot_store_a_response_under_another_origin() {
+    let (staging, www, scheme) = (Calls::default(), Calls::default(), Calls::default());
+    let page = |calls: &Calls, text: &'static str| {
+        let calls = calls.clone();
+        web::get().to(move || {
+            calls.hit();
+            async move { HttpResponse::Ok().body(text) }
+        })
+    };
+    let echo_scheme = {
+        let scheme = scheme.clone();
+        web::get().to(move |req: HttpRequest| {
+            scheme.hit();
+            let text = req.connection_info().scheme().to_owned();
+            async move { HttpResponse::Ok().body(text) }
+        })
+    };
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .service(
+                web::scope("")
+                    .guard(guard::Host("staging.example"))
+                    .route("/vhost", page(&staging, "staging page")),
+            )
+            .service(
+                web::scope("")
+                    .guard(guard::Host("www.example"))
+                    .route("/vhost", page(&www, "www page")),
+            )
+            .route("/scheme", echo_scheme),
+    )
+    .await;
+
+    // Routed to staging by Host, while X-Forwarded-Host names www.
+    let res = call_service(
+        &app,
+        get("/vhost")
+            .insert_header((header::HOST, "staging.example"))
+            .insert_header(("x-forwarded-host", "www.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(read_body(res).await, "staging page".as_bytes());
+    let res = call_service(
+        &app,
+        get("/vhost")
+            .insert_header((header::HOST, "www.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        read_body(res).await,
+        web::Bytes::from_static(b"www page"),
+        "www.example was served the staging page"
+    );
+    assert_eq!((staging.get(), www.get()), (1, 1));
+
+    // The scheme a proxy reports is part of the origin too.
+    for proto in ["http", "https"] {
+        let res = call_service(
+            &app,
+            get("/scheme")
+                .insert_header(("x-forwarded-proto", proto))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            read_body(res).await,
+            web::Bytes::from(proto),
+            "X-Forwarded-Proto: {proto} was served another scheme's response"
+        );
+    }
+    assert_eq!(scheme.get(), 2);
+}
+
+// From HTTP/2 on, actix routes by the URI's authority and ignores `Host`: a request whose two
+// disagree must not store the page of one host where the other host's requests find it.
+#[actix_web::test]
+async fn http2_authority_and_host_header_cannot_poison_each_other() {
+    use actix_web::http::Version;
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .service(
+                web::scope("")
+                    .guard(guard::Host("staging.example"))
+                    .route("/h2", web::get().to(|| async { "staging page" })),
+            )
+            .service(
+                web::scope("")
+                    .guard(guard::Host("www.example"))
+                    .route("/h2", web::get().to(|| async { "www page" })),
+            ),
+    )
+    .await;
+    // HTTP/2: routed to www by the authority, while the Host header says staging.
+    let res = call_service(
+        &app,
+        TestRequest::get()
+            .version(Version::HTTP_2)
+            .uri("http://www.example/h2")
+            .insert_header((header::HOST, "staging.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(read_body(res).await, "www page".as_bytes());
+    // HTTP/1.1 to staging.
+    let res = call_service(
+        &app,
+        TestRequest::get()
+            .uri("/h2")
+            .insert_header((header::HOST, "staging.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        read_body(res).await,
+        "staging page".as_bytes(),
+        "staging.example was served the www page"
+    );
 }

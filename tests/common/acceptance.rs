@@ -56,6 +56,7 @@ where
     stale_if_match_on_put_is_412_without_the_handler(make_store()).await;
     failed_write_collects_nothing(make_store()).await;
     one_write_drops_every_vary_variant_and_head(make_store()).await;
+    write_without_the_cache_vary_header_hides_every_variant(make_store()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,19 +344,23 @@ impl Backend {
     }
 }
 
-/// `init_service` over `Cache::new(store)` and the backend, for any path and method.
+/// `init_service` over `Cache::new(store)` (or the given `cache = ...`) and the backend, for
+/// any path and method.
 macro_rules! app {
-    ($store:expr, $backend:expr) => {{
+    (cache = $cache:expr, $backend:expr) => {{
         let backend = $backend.clone();
         init_service(
             App::new()
-                .wrap(Cache::new($store.clone()))
+                .wrap($cache)
                 .default_service(web::to(move |req: HttpRequest| {
                     backend.clone().respond(req)
                 })),
         )
         .await
     }};
+    ($store:expr, $backend:expr) => {
+        app!(cache = Cache::new($store.clone()), $backend)
+    };
 }
 
 macro_rules! send {
@@ -676,5 +681,49 @@ async fn one_write_drops_every_vary_variant_and_head<St: CacheStore + Clone>(sto
         backend.reads.get(),
         4,
         "http ({POINT}): HEAD did not fill the GET entry"
+    );
+}
+
+async fn write_without_the_cache_vary_header_hides_every_variant<St: CacheStore + Clone>(
+    store: St,
+) {
+    const POINT: &str = "a write without the cache_vary header hides every variant";
+    let backend = Backend::new();
+    let app = app!(
+        cache = Cache::new(store.clone()).cache_vary(["accept-language"]),
+        backend
+    );
+    let path = unique("cache-vary-write");
+
+    let (status, _, fr) = send_lang!(app, Method::GET, &path, "fr");
+    assert_eq!(status, StatusCode::OK, "http ({POINT}): first GET status");
+    assert_eq!(fr, format!("{path} v1"), "http ({POINT}): first body");
+    let (_, _, fr) = send_lang!(app, Method::GET, &path, "fr");
+    assert_eq!(fr, format!("{path} v1"));
+    assert_eq!(
+        backend.reads.get(),
+        1,
+        "http ({POINT}): the fr GET was not stored"
+    );
+
+    // The write carries no Accept-Language: it names none of the stored variants.
+    let res = send!(app, TestRequest::put().uri(&path).set_payload("new"));
+    assert_eq!(res.status(), StatusCode::OK, "http ({POINT}): PUT status");
+
+    let (status, _, fr) = send_lang!(app, Method::GET, &path, "fr");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "http ({POINT}): GET fr after the write"
+    );
+    assert_eq!(
+        backend.reads.get(),
+        2,
+        "http ({POINT}): GET fr after the write was a hit"
+    );
+    assert_eq!(
+        fr,
+        format!("{path} v2"),
+        "http ({POINT}): stale fr body after the write"
     );
 }

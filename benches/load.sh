@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Load benchmark: a release build of examples/bench_server.rs on 127.0.0.1, driven by wrk.
+#
+#   bash benches/load.sh            # 5 interleaved rounds of 3 s per endpoint and mode
+#   ROUNDS=3 DURATION=2 bash benches/load.sh
+#
+# Prints a markdown table: median req/s, p50 and p99 latency, and the median of the per-round
+# ratios to /bare/static. The server and wrk are pinned to separate cores when taskset exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+DEPTH=${DEPTH:-16}
+ADDR=${ADDR:-127.0.0.1:8090}
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "wrk is missing: install it with 'sudo apt-get install wrk' (Debian/Ubuntu)" >&2
+  exit 1
+fi
+server_pin=(); client_pin=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  server_pin=(taskset -c 0); client_pin=(taskset -c 1)
+fi
+
+cargo build --release --example bench_server >&2
+work=$(mktemp -d)
+"${server_pin[@]}" target/release/examples/bench_server "$ADDR" 1 >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do curl -fs "http://$ADDR/bare/static" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Fill the cache, and learn the ETag the 304 endpoint sends back.
+curl -fs "http://$ADDR/cached/slow" >/dev/null
+curl -fs "http://$ADDR/cached/big" >/dev/null
+etag=$(curl -fsI "http://$ADDR/cached/slow" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+
+cat >"$work/pipeline.lua" <<'LUA'
+init = function(args)
+  local depth = tonumber(args[1]) or 1
+  if args[2] ~= nil and args[2] ~= "" then wrk.method = args[2] end
+  if wrk.method == "POST" then wrk.body = "payload" end
+  local r = {}
+  for i = 1, depth do r[i] = wrk.format() end
+  req = table.concat(r)
+end
+request = function() return req end
+LUA
+
+# name|path|method|extra header
+endpoints=(
+  "bare|/bare/static|GET|"
+  "hit|/cached/slow|GET|"
+  "304|/cached/slow|GET|If-None-Match: $etag"
+  "post|/cached/post|POST|"
+  "barepost|/bare/post|POST|"
+  "big|/cached/big|GET|"
+)
+
+# One wrk run; prints "req/s p50_ms p99_ms".
+run() {
+  local path=$1 method=$2 hdr=$3 depth=$4
+  local args=(-t1 "-c$CONNECTIONS" "-d${DURATION}s" --latency -s "$work/pipeline.lua")
+  [ -n "$hdr" ] && args+=(-H "$hdr")
+  "${client_pin[@]}" wrk "${args[@]}" "http://$ADDR$path" -- "$depth" "$method" | awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /^Requests\/sec:/ { rps=$2 }
+    /^ +50%/ { p50=ms($2) }
+    /^ +99%/ { p99=ms($2) }
+    /Non-2xx or 3xx/ { bad=$NF }
+    END { printf "%s %.3f %.3f %s\n", rps, p50, p99, (bad==""?0:bad) }'
+}
+
+results="$work/results"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+  for depth in 1 "$DEPTH"; do
+    for e in "${endpoints[@]}"; do
+      IFS='|' read -r name path method hdr <<<"$e"
+      read -r rps p50 p99 bad < <(run "$path" "$method" "$hdr" "$depth")
+      echo "$round $depth $name $rps $p50 $p99 $bad" >>"$results"
+      echo "round $round depth $depth $name: $rps req/s (non-2xx/3xx: $bad)" >&2
+    done
+  done
+done
+
+python3 - "$results" "$DEPTH" <<'PY'
+import sys, statistics, collections
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+bare = {(r[0], r[1]): float(r[3]) for r in rows if r[2] == "bare"}
+by = collections.defaultdict(list)
+for rnd, depth, name, rps, p50, p99, bad in rows:
+    by[(depth, name)].append((float(rps), float(p50), float(p99), float(rps) / bare[(rnd, depth)]))
+print("| endpoint | pipelining | req/s (median) | p50 ms | p99 ms | ratio to /bare/static |")
+print("|---|---|---|---|---|---|")
+names = {"bare": "/bare/static", "hit": "/cached/slow (hit)", "304": "/cached/slow (304)",
+         "post": "/cached/post (POST)", "barepost": "/bare/post (POST, no cache)", "big": "/cached/big (64 KiB hit)"}
+for depth in ("1", sys.argv[2]):
+    for name in ("bare", "hit", "304", "post", "barepost", "big"):
+        v = by[(depth, name)]
+        med = lambda i: statistics.median(x[i] for x in v)
+        print(f"| {names[name]} | {'none' if depth == '1' else depth} | {med(0):,.0f} | {med(1):.3f} | {med(2):.3f} | {med(3):.2f} |")
+PY
