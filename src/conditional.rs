@@ -189,11 +189,13 @@ const NOT_MODIFIED_FIELDS: [header::HeaderName; 7] = [
 /// Builds a `304 Not Modified` from the headers of the `200` it stands for.
 ///
 /// The body is `body::None`, not an empty sized body: `Compress` would otherwise encode it.
-pub(crate) fn not_modified(full: &HeaderMap) -> HttpResponse<BoxBody> {
+pub(crate) fn not_modified<'h>(
+    full: impl IntoIterator<Item = (&'h header::HeaderName, &'h header::HeaderValue)>,
+) -> HttpResponse<BoxBody> {
     let mut res = HttpResponse::with_body(StatusCode::NOT_MODIFIED, NoBody::new());
     let headers = res.headers_mut();
-    for name in NOT_MODIFIED_FIELDS {
-        for value in full.get_all(&name) {
+    for (name, value) in full {
+        if NOT_MODIFIED_FIELDS.contains(name) {
             headers.append(name.clone(), value.clone());
         }
     }

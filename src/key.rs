@@ -126,6 +126,11 @@ impl CacheKey {
         &self.resource
     }
 
+    /// The shared handle of [`resource`](Self::resource), for indexes that keep it.
+    pub(crate) fn resource_handle(&self) -> &Arc<ResourceKey> {
+        &self.resource
+    }
+
     /// The query string of the request, without the `?`.
     ///
     /// ```
@@ -159,9 +164,7 @@ impl CacheKey {
     ) -> CacheKey {
         let mut bytes = Vec::with_capacity(self.bytes.len() + 64);
         bytes.extend_from_slice(&self.bytes);
-        bytes.extend_from_slice(b"\n\x01vary ");
-        bytes.extend_from_slice(&generation.to_be_bytes());
-        push_header_values(&mut bytes, names, headers);
+        push_variant(&mut bytes, names, generation, headers);
         CacheKey {
             bytes: bytes.into(),
             resource: Arc::clone(&self.resource),
@@ -214,10 +217,7 @@ impl KeyBuilder {
         let mut bytes = Vec::with_capacity(8 + origin.len() + path.len() + query.len());
         bytes.extend_from_slice(b"GET\n");
         bytes.extend_from_slice(origin.as_bytes());
-        bytes.push(b'\n');
-        bytes.extend_from_slice(path.as_bytes());
-        bytes.push(b'\n');
-        bytes.extend_from_slice(query.as_bytes());
+        push_path_and_query(&mut bytes, path, query);
         Self {
             bytes,
             resource: ResourceKey::new(origin, path),
@@ -232,6 +232,27 @@ impl KeyBuilder {
             query: self.query,
         }
     }
+}
+
+/// Appends `\n path \n query` to a key that holds its method class and origin.
+pub(crate) fn push_path_and_query(bytes: &mut Vec<u8>, path: &str, query: &str) {
+    bytes.push(b'\n');
+    bytes.extend_from_slice(path.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(query.as_bytes());
+}
+
+/// Appends the variant part to a primary key: the marker's generation and the request values
+/// of the varying headers.
+pub(crate) fn push_variant(
+    bytes: &mut Vec<u8>,
+    names: &[HeaderName],
+    generation: u64,
+    headers: &HeaderMap,
+) {
+    bytes.extend_from_slice(b"\n\x01vary ");
+    bytes.extend_from_slice(&generation.to_be_bytes());
+    push_header_values(bytes, names, headers);
 }
 
 /// Appends `\n name` and, for each line of that header, `\0 value`.

@@ -185,3 +185,47 @@ pub use crate::{
 pub mod dev {
     pub use crate::middleware::{CacheFuture, CacheMiddleware};
 }
+
+/// Internals exposed for the benchmarks in `benches/`. Not part of the API: no semver promise.
+#[doc(hidden)]
+pub mod __bench {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use actix_web::http::Method;
+
+    /// The strong ETag of `body`.
+    pub fn strong_etag(body: &[u8]) -> HeaderValue {
+        crate::etag::strong_etag(body)
+    }
+
+    /// Evaluates the request's preconditions against a representation with `etag`; returns
+    /// 0 (proceed), 304 or 412.
+    pub fn evaluate(method: &Method, headers: &HeaderMap, etag: &[u8]) -> u16 {
+        let current = crate::conditional::Current::Representation {
+            etag: crate::etag::EntityTag::parse(etag),
+            last_modified: None,
+        };
+        match crate::conditional::evaluate(method, headers, &current) {
+            crate::conditional::Preconditions::Proceed => 0,
+            crate::conditional::Preconditions::NotModified => 304,
+            crate::conditional::Preconditions::Failed => 412,
+        }
+    }
+
+    /// The primary key bytes of a request, then (when `vary` is not empty) its variant key.
+    pub fn key(
+        origin: &str,
+        path: &str,
+        query: &str,
+        vary: &[HeaderName],
+        headers: &HeaderMap,
+    ) -> usize {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(b"GET\n");
+        buf.extend_from_slice(origin.as_bytes());
+        crate::key::push_path_and_query(&mut buf, path, query);
+        if !vary.is_empty() {
+            crate::key::push_variant(&mut buf, vary, 1, headers);
+        }
+        buf.len()
+    }
+}

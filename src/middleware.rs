@@ -29,7 +29,7 @@ use crate::{
     entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
     etag::{self, EntityTag},
     guard,
-    key::KeyBuilder,
+    key::{push_path_and_query, push_variant, KeyBuilder},
     policy::{self, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
     CacheEntry, CacheKey,
@@ -329,12 +329,42 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let method = req.method();
         if method == Method::GET || method == Method::HEAD {
-            let flow = read(Rc::clone(&self.service), Rc::clone(&self.inner), req);
+            // Read before the lookup: a write that completes after this point makes the miss
+            // skip its store, even when the lookup itself saw the state from before the write.
+            let epoch = guard::epoch();
+            let now = SystemTime::now();
+            let lookup = self.inner.lookup_now(&req, now);
+            // The hit path: an in-process store answered, and the entry may be served. No
+            // future is boxed and no owned key is built.
+            if let Some(Lookup::Hit { entry, .. }) = &lookup {
+                if let EntryKind::Response(stored) = entry.kind() {
+                    if servable(&self.inner.policy, &req, stored) {
+                        log::debug!(target: LOG, "hit {} {}", req.path(), req.query_string());
+                        let res = serve_hit(&self.inner, req, entry, stored, now);
+                        return CacheFuture::Ready {
+                            res: Some(res.map_into_right_body()),
+                        };
+                    }
+                }
+            }
+            let flow = read(
+                Rc::clone(&self.service),
+                Rc::clone(&self.inner),
+                req,
+                epoch,
+                lookup,
+            );
             CacheFuture::Store {
                 fut: Box::pin(flow),
             }
         } else if is_unsafe(method) {
-            let flow = write(Rc::clone(&self.service), Rc::clone(&self.inner), req);
+            let lookup = self.inner.lookup_now(&req, SystemTime::now());
+            let flow = write(
+                Rc::clone(&self.service),
+                Rc::clone(&self.inner),
+                req,
+                lookup,
+            );
             CacheFuture::Store {
                 fut: Box::pin(flow),
             }
@@ -363,6 +393,7 @@ pin_project! {
     #[project = CacheFutureProj]
     pub enum CacheFuture<F, B> {
         PassThrough { #[pin] fut: F },
+        Ready { res: Option<ServiceResponse<EitherBody<B>>> },
         Store { fut: LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, Error>> },
     }
 }
@@ -378,6 +409,11 @@ where
             CacheFutureProj::PassThrough { fut } => fut
                 .poll(cx)
                 .map(|res| res.map(ServiceResponse::map_into_left_body)),
+            CacheFutureProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                // Polled again after completion: a contract violation by the caller.
+                None => Poll::Pending,
+            },
             CacheFutureProj::Store { fut } => fut.as_mut().poll(cx),
         }
     }
@@ -431,6 +467,61 @@ impl<St: CacheStore> Inner<St> {
         key
     }
 
+    /// Looks the request up without awaiting, for stores that can answer at once
+    /// ([`CacheStore::get_now`]). The key bytes are built in a reused per-thread buffer.
+    /// `None`: the store has to be awaited.
+    fn lookup_now(&self, req: &ServiceRequest, now: SystemTime) -> Option<Lookup> {
+        if self.policy.visibility == Visibility::Private {
+            return Some(Lookup::UriMiss);
+        }
+        KEY_BUFFER.with(|buf| {
+            let mut fresh = Vec::new();
+            let mut borrowed = buf.try_borrow_mut();
+            let buf = match borrowed.as_mut() {
+                Ok(buf) => &mut **buf,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            buf.extend_from_slice(b"GET\n");
+            write_origin(req.request(), buf);
+            push_path_and_query(buf, req.path(), req.query_string());
+            let primary = match self.store.get_now(buf)? {
+                Ok(Some(entry)) if !entry.is_expired(now) => entry,
+                Ok(_) => return Some(Lookup::UriMiss),
+                Err(err) => {
+                    log::warn!(target: LOG, "store get failed, serving uncached: {err}");
+                    return Some(Lookup::StoreFailed);
+                }
+            };
+            Some(match primary.kind() {
+                EntryKind::Response(_) => Lookup::Hit {
+                    entry: primary,
+                    marker: None,
+                },
+                EntryKind::Modified(_) => Lookup::Modified(primary),
+                EntryKind::Variants(marker) => {
+                    push_variant(buf, &marker.names, marker.generation, req.headers());
+                    match self.store.get_now(buf)? {
+                        Ok(Some(entry))
+                            if !entry.is_expired(now)
+                                && matches!(entry.kind(), EntryKind::Response(_)) =>
+                        {
+                            Lookup::Hit {
+                                entry,
+                                marker: Some(primary),
+                            }
+                        }
+                        Ok(_) => Lookup::VaryMiss(primary),
+                        Err(err) => {
+                            log::warn!(target: LOG, "store get failed, serving uncached: {err}");
+                            Lookup::StoreFailed
+                        }
+                    }
+                }
+            })
+        })
+    }
+
     async fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> Lookup {
         let now = SystemTime::now();
         let primary = match self.timed("get", self.store.get(key)).await {
@@ -473,6 +564,8 @@ async fn read<S, B, St>(
     service: Rc<S>,
     inner: Rc<Inner<St>>,
     req: ServiceRequest,
+    epoch: u64,
+    prefetched: Option<Lookup>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -480,14 +573,9 @@ where
     St: CacheStore,
 {
     let key = inner.key(&req);
-    let credentials = inner.policy.has_unkeyed_credentials(req.headers());
-    // Read before the lookup: a write that completes after this point makes the miss skip its
-    // store, even when the lookup itself saw the state from before the write.
-    let epoch = guard::epoch();
-    let lookup = if inner.policy.visibility == Visibility::Private {
-        Lookup::UriMiss
-    } else {
-        inner.lookup(&key, req.headers()).await
+    let lookup = match prefetched {
+        Some(lookup) => lookup,
+        None => inner.lookup(&key, req.headers()).await,
     };
 
     // The variant marker a new variant joins, if the resource has one.
@@ -499,10 +587,10 @@ where
     let fwd = match lookup {
         Lookup::Hit { entry, .. } => {
             if let EntryKind::Response(stored) = entry.kind() {
-                // RFC 9111 §3.5: only responses marked for it answer requests with credentials.
-                if !credentials || stored.shareable_with_credentials {
+                if servable(&inner.policy, &req, stored) {
                     log::debug!(target: LOG, "hit {key:?}");
-                    return Ok(serve_hit(&inner, req, &entry, stored).map_into_right_body());
+                    return Ok(serve_hit(&inner, req, &entry, stored, SystemTime::now())
+                        .map_into_right_body());
                 }
             }
             "fwd=bypass"
@@ -731,12 +819,11 @@ fn stored_response(
     plan: &policy::StorePlan,
     now: SystemTime,
 ) -> StoredResponse {
-    let mut stored = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if is_stored_field(name) && !named_by_connection(headers, name) {
-            stored.append(name.clone(), value.clone());
-        }
-    }
+    let stored: Box<[(HeaderName, HeaderValue)]> = headers
+        .iter()
+        .filter(|(name, _)| is_stored_field(name) && !named_by_connection(headers, name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     StoredResponse {
         status,
         etag: headers.get(header::ETAG).cloned(),
@@ -845,8 +932,10 @@ fn serve_hit<St>(
     req: ServiceRequest,
     entry: &CacheEntry,
     stored: &StoredResponse,
+    now: SystemTime,
 ) -> ServiceResponse<BoxBody> {
-    let current = if stored.status.is_success() {
+    // Parse the stored validators only when the request has a precondition to judge.
+    let current = if stored.status.is_success() && conditional::has_preconditions(req.headers()) {
         Current::Representation {
             etag: stored
                 .etag
@@ -858,27 +947,29 @@ fn serve_hit<St>(
         Current::Unknown
     };
     // RFC 9111 §4.2.3: the age it had when stored plus the time it has been resident here.
-    let resident = SystemTime::now()
-        .duration_since(entry.stored_at())
-        .unwrap_or_default();
+    let resident = now.duration_since(entry.stored_at()).unwrap_or_default();
     let age = (stored.initial_age + resident).as_secs();
     let mut res = match conditional::evaluate(req.method(), req.headers(), &current) {
         Preconditions::Proceed => {
             let mut res = HttpResponse::with_body(stored.status, stored.body.clone());
-            *res.headers_mut() = stored.headers.clone();
+            // Appending into the pooled response head reuses its map; the clones are
+            // reference counts (or static names), not copies.
+            let headers = res.headers_mut();
+            for (name, value) in stored.headers.iter() {
+                headers.append(name.clone(), value.clone());
+            }
             res.map_into_boxed_body()
         }
         Preconditions::NotModified => {
             log::debug!(target: LOG, "304 from store");
-            conditional::not_modified(&stored.headers)
+            conditional::not_modified(stored.headers.iter().map(|(n, v)| (n, v)))
         }
         Preconditions::Failed => {
             log::debug!(target: LOG, "412 from store");
             conditional::precondition_failed()
         }
     };
-    res.headers_mut()
-        .insert(header::AGE, HeaderValue::from(age));
+    res.headers_mut().insert(header::AGE, age_value(age));
     if let Some(v) = &inner.policy.hit_status {
         res.headers_mut().insert(cache_status(), v.clone());
     }
@@ -886,9 +977,35 @@ fn serve_hit<St>(
     req.into_response(res)
 }
 
-fn cache_status() -> HeaderName {
-    HeaderName::from_static("cache-status")
+/// Whether a stored response may answer this request. RFC 9111 §3.5: a request with
+/// credentials the key does not separate is answered only by a response marked shareable.
+fn servable(policy: &Policy, req: &ServiceRequest, stored: &StoredResponse) -> bool {
+    stored.shareable_with_credentials || !policy.has_unkeyed_credentials(req.headers())
 }
+
+/// `Age` values, prebuilt for the first hour so that a hit formats nothing.
+fn age_value(secs: u64) -> HeaderValue {
+    static AGES: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    let ages = AGES.get_or_init(|| (0..3600u64).map(HeaderValue::from).collect());
+    usize::try_from(secs)
+        .ok()
+        .and_then(|i| ages.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(secs))
+}
+
+thread_local! {
+    /// The buffer hit-path keys are built in, reused by every request of the worker thread.
+    static KEY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn cache_status() -> HeaderName {
+    CACHE_STATUS
+}
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Marks a request whose conditional write lock an outer `Cache` already holds, so that a
 /// nested `Cache` does not wait for itself.
@@ -901,6 +1018,7 @@ async fn write<S, B, St>(
     service: Rc<S>,
     inner: Rc<Inner<St>>,
     req: ServiceRequest,
+    prefetched: Option<Lookup>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
@@ -920,11 +1038,15 @@ where
         None
     };
 
-    let lookup = if stores {
-        inner.lookup(&key, req.headers()).await
-    } else {
-        Lookup::UriMiss
+    // A prefetched lookup predates the lock: look again once it is held.
+    let lookup = match prefetched {
+        Some(lookup) if _lock.is_none() => lookup,
+        _ if stores => inner.lookup(&key, req.headers()).await,
+        _ => Lookup::UriMiss,
     };
+    // Nothing reachable is stored under the primary key: without query variants to drop, there
+    // is nothing to collect. (A miss that stores during the write is undone by the race guard.)
+    let nothing_stored = matches!(lookup, Lookup::UriMiss);
 
     // What the write will make stale, oldest first: tags an earlier write made stale, the
     // stored tag, and the strong tags the client's If-Match claims are current.
@@ -987,13 +1109,15 @@ where
     // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
     // may invalidate the same-origin URIs in Location and Content-Location.
     guard::record_write(key.resource());
-    let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
-    collect(
-        &inner,
-        &key,
-        CollectTarget::new(key.resource().clone(), query),
-    )
-    .await;
+    if !nothing_stored || inner.policy.collect_query_variants {
+        let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
+        collect(
+            &inner,
+            &key,
+            CollectTarget::new(key.resource().clone(), query),
+        )
+        .await;
+    }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(other) = same_origin_key(res.request(), res.headers().get(&name)) {
             if other.resource() != key.resource() || other.query() != key.query() {
@@ -1008,7 +1132,9 @@ where
     // Only the methods known to change the representation leave a marker saying the stored
     // tags are stale; an extension method may be read-only (WebDAV's PROPFIND), so it only
     // invalidates, as RFC 9111 §4.4 asks.
-    if stores && is_known_write(res.request().method()) {
+    // A marker is worth writing when it hides something or remembers something.
+    let remembers = !superseded.is_empty() || !nothing_stored || conditional;
+    if stores && remembers && is_known_write(res.request().method()) {
         let now = SystemTime::now();
         // Without a Last-Modified from the application, the write time, truncated to HTTP-date
         // precision, bounds If-Unmodified-Since: the resource certainly changed then.
@@ -1120,29 +1246,55 @@ fn routing_host(req: &HttpRequest) -> String {
 /// So the key holds the scheme and the routing host, and adds every other host the request
 /// names (`Host`, the URI's authority, the forwarded host) where it differs.
 fn request_origin(req: &HttpRequest) -> String {
-    let conn = req.connection_info();
-    let host = routing_host(req);
-    let mut origin = String::with_capacity(conn.scheme().len() + 3 + host.len());
-    origin.push_str(conn.scheme());
-    origin.push_str("://");
-    origin.push_str(&host);
-    let others = [
-        (
-            " host=",
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok()),
-        ),
-        (" authority=", req.uri().authority().map(|a| a.as_str())),
-        (" forwarded=", Some(conn.host())),
-    ];
-    for (label, other) in others {
-        if let Some(other) = other.filter(|o| !o.eq_ignore_ascii_case(&host)) {
-            origin.push_str(label);
-            origin.push_str(&other.to_ascii_lowercase());
+    let mut origin = Vec::new();
+    write_origin(req, &mut origin);
+    // Built from `&str` parts and ASCII lowercasing: always UTF-8.
+    String::from_utf8(origin).unwrap_or_default()
+}
+
+/// Appends the origin of `req` (see [`request_origin`]) to `out`. Without forwarding headers it
+/// reads the request head directly, as `ConnectionInfo` would, and allocates nothing.
+fn write_origin(req: &HttpRequest, out: &mut Vec<u8>) {
+    let headers = req.headers();
+    let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let config = req.app_config();
+    let routing = host_header
+        .filter(|_| req.version() < Version::HTTP_2)
+        .or(authority)
+        .unwrap_or_else(|| config.host());
+    let forwarded = headers.contains_key(header::FORWARDED)
+        || headers.contains_key(X_FORWARDED_HOST)
+        || headers.contains_key(X_FORWARDED_PROTO);
+    let conn = forwarded.then(|| req.connection_info());
+    let scheme = match &conn {
+        Some(conn) => conn.scheme(),
+        None => req
+            .uri()
+            .scheme_str()
+            .unwrap_or(if config.secure() { "https" } else { "http" }),
+    };
+    let connection_host = match &conn {
+        Some(conn) => conn.host(),
+        None => host_header.or(authority).unwrap_or_else(|| config.host()),
+    };
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"://");
+    push_lowercase(out, routing);
+    for (label, other) in [
+        (" host=", host_header),
+        (" authority=", authority),
+        (" forwarded=", Some(connection_host)),
+    ] {
+        if let Some(other) = other.filter(|o| !o.eq_ignore_ascii_case(routing)) {
+            out.extend_from_slice(label.as_bytes());
+            push_lowercase(out, other);
         }
     }
-    origin
+}
+
+fn push_lowercase(out: &mut Vec<u8>, s: &str) {
+    out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
 }
 
 #[cfg(test)]

@@ -52,6 +52,12 @@ async fn memory_store_passes_the_acceptance_suite() {
     common::acceptance::run(|| MemoryStore::new(1_000)).await;
 }
 
+// A store of more than 1024 entries is split into shards: the suite must pass for it too.
+#[actix_web::test]
+async fn sharded_memory_store_passes_the_acceptance_suite() {
+    common::acceptance::run(|| MemoryStore::new(100_000)).await;
+}
+
 // A user's store built from the example: collectable through `as_collectable`.
 #[actix_web::test]
 async fn custom_store_example_passes_the_acceptance_suite() {

@@ -1,12 +1,6 @@
 //! The default store: a bounded, in-process LRU.
 
-use std::{
-    collections::{HashMap, HashSet},
-    fmt,
-    num::NonZeroUsize,
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{collections::HashMap, fmt, sync::Arc, time::SystemTime};
 
 use futures_util::future::LocalBoxFuture;
 use lru::LruCache;
@@ -41,15 +35,77 @@ use crate::{CacheEntry, CacheKey, ResourceKey};
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<State>>,
+    inner: Arc<Shards>,
+}
+
+/// The store is split into shards, each with its own lock, so that workers on different cores
+/// rarely wait for each other. Every entry of one resource (all its variants and query strings)
+/// lives in the same shard, so that `collect` takes one lock.
+struct Shards {
+    shards: Box<[Mutex<State>]>,
 }
 
 struct State {
+    /// Unbounded in the LRU's own terms: `max_entries` is enforced here, so that no table of
+    /// the full capacity is allocated up front.
     entries: LruCache<CacheKey, CacheEntry>,
-    /// Every key stored per resource, so that `collect` never scans the whole cache.
-    by_resource: HashMap<ResourceKey, HashSet<CacheKey>>,
+    /// Every key stored per resource, so that `collect` never scans the whole cache. Most
+    /// resources have one or two keys: a small vector beats a set.
+    by_resource: HashMap<Arc<ResourceKey>, Vec<CacheKey>>,
     bytes: usize,
     max_bytes: usize,
+    max_entries: usize,
+}
+
+/// Stores smaller than this many entries per shard are not split: their LRU order and bounds
+/// stay exact.
+const ENTRIES_PER_SHARD: usize = 1024;
+const MAX_SHARDS: usize = 16;
+
+/// FNV-1a over the resource part of a key (`GET \n origin \n path`), which picks the shard.
+fn shard_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The resource prefix of key bytes: up to the third `\n` (after method, origin and path).
+fn resource_prefix(key: &[u8]) -> &[u8] {
+    let mut newlines = 0;
+    for (i, &b) in key.iter().enumerate() {
+        if b == b'\n' {
+            newlines += 1;
+            if newlines == 3 {
+                return &key[..i];
+            }
+        }
+    }
+    key
+}
+
+impl Shards {
+    fn for_key(&self, key: &[u8]) -> &Mutex<State> {
+        self.pick(shard_hash(&[resource_prefix(key)]))
+    }
+
+    fn for_resource(&self, resource: &ResourceKey) -> &Mutex<State> {
+        self.pick(shard_hash(&[
+            b"GET\n",
+            resource.origin().as_bytes(),
+            b"\n",
+            resource.path().as_bytes(),
+        ]))
+    }
+
+    fn pick(&self, hash: u64) -> &Mutex<State> {
+        // The shard count is at most 16: the cast and the modulo are exact.
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
 }
 
 /// The default byte budget of a [`MemoryStore`]: 64 MiB.
@@ -75,21 +131,31 @@ impl MemoryStore {
     /// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(1_000)));
     /// ```
     pub fn new(max_entries: usize) -> Self {
-        let Some(cap) = NonZeroUsize::new(max_entries) else {
-            panic!("MemoryStore::new: max_entries must be at least 1");
-        };
+        assert!(
+            max_entries > 0,
+            "MemoryStore::new: max_entries must be at least 1"
+        );
+        let n = (max_entries / ENTRIES_PER_SHARD).clamp(1, MAX_SHARDS);
+        let per_shard = max_entries.div_ceil(n);
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(State {
+                    entries: LruCache::unbounded(),
+                    by_resource: HashMap::new(),
+                    bytes: 0,
+                    max_bytes: DEFAULT_MAX_BYTES.div_ceil(n),
+                    max_entries: per_shard,
+                })
+            })
+            .collect();
         Self {
-            inner: Arc::new(Mutex::new(State {
-                entries: LruCache::new(cap),
-                by_resource: HashMap::new(),
-                bytes: 0,
-                max_bytes: DEFAULT_MAX_BYTES,
-            })),
+            inner: Arc::new(Shards { shards }),
         }
     }
 
     /// Sets the byte budget (body, headers and key bytes of every entry, plus a fixed overhead
-    /// per entry). An entry larger than the whole budget is not stored.
+    /// per entry). A store of more than 1024 entries is split into up to 16 shards, each with
+    /// an equal part of both bounds; an entry larger than its shard's part is not stored.
     ///
     /// # Panics
     /// Panics if `max_bytes` is zero.
@@ -106,7 +172,10 @@ impl MemoryStore {
             max_bytes > 0,
             "MemoryStore::max_bytes: the budget must be at least 1 byte"
         );
-        self.inner.lock().max_bytes = max_bytes;
+        let n = self.inner.shards.len();
+        for shard in self.inner.shards.iter() {
+            shard.lock().max_bytes = max_bytes.div_ceil(n);
+        }
         self
     }
 
@@ -118,7 +187,11 @@ impl MemoryStore {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(MemoryStore::new(10)));
     /// ```
     pub fn len(&self) -> usize {
-        self.inner.lock().entries.len()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().entries.len())
+            .sum()
     }
 
     /// Whether the store holds no entry.
@@ -140,7 +213,7 @@ impl MemoryStore {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(MemoryStore::new(10)));
     /// ```
     pub fn bytes(&self) -> usize {
-        self.inner.lock().bytes
+        self.inner.shards.iter().map(|s| s.lock().bytes).sum()
     }
 
     /// Drops every entry.
@@ -153,10 +226,12 @@ impl MemoryStore {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(MemoryStore::new(10)));
     /// ```
     pub fn clear(&self) {
-        let mut state = self.inner.lock();
-        state.entries.clear();
-        state.by_resource.clear();
-        state.bytes = 0;
+        for shard in self.inner.shards.iter() {
+            let mut state = shard.lock();
+            state.entries.clear();
+            state.by_resource.clear();
+            state.bytes = 0;
+        }
     }
 }
 
@@ -168,7 +243,7 @@ impl State {
     fn unindex(&mut self, key: &CacheKey, entry: &CacheEntry) {
         self.bytes = self.bytes.saturating_sub(weight(key, entry));
         if let Some(keys) = self.by_resource.get_mut(key.resource()) {
-            keys.remove(key);
+            keys.retain(|k| k != key);
             if keys.is_empty() {
                 self.by_resource.remove(key.resource());
             }
@@ -188,44 +263,55 @@ impl State {
             log::trace!(target: "actix_response_cache", "entry of {size} bytes exceeds the store budget");
             return;
         }
-        while self.bytes + size > self.max_bytes {
+        while self.bytes + size > self.max_bytes || self.entries.len() >= self.max_entries {
             match self.entries.pop_lru() {
                 Some((old_key, old)) => self.unindex(&old_key, &old),
                 None => break,
             }
         }
-        if let Some((old_key, old)) = self.entries.push(key.clone(), entry) {
-            // `push` returns the evicted least-recently-used entry when the count bound is hit.
-            self.unindex(&old_key, &old);
-        }
+        self.entries.push(key.clone(), entry);
         self.bytes += size;
         self.by_resource
-            .entry(key.resource().clone())
+            .entry(Arc::clone(key.resource_handle()))
             .or_default()
-            .insert(key.clone());
+            .push(key.clone());
+    }
+}
+
+impl State {
+    fn lookup(&mut self, key: &[u8]) -> Option<CacheEntry> {
+        let fresh = match self.entries.get(key) {
+            Some(entry) if entry.is_expired(SystemTime::now()) => None,
+            Some(entry) => return Some(entry.clone()),
+            None => return None,
+        };
+        if let Some((key, entry)) = self.entries.pop_entry(key) {
+            self.unindex(&key, &entry);
+        }
+        fresh
     }
 }
 
 impl CacheStore for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
-        let mut state = self.inner.lock();
-        match state.entries.get(key) {
-            Some(entry) if entry.is_expired(SystemTime::now()) => {
-                state.remove(key);
-                Ok(None)
-            }
-            Some(entry) => Ok(Some(entry.clone())),
-            None => Ok(None),
-        }
+        Ok(self
+            .inner
+            .for_key(key.as_bytes())
+            .lock()
+            .lookup(key.as_bytes()))
+    }
+
+    fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
+        Some(Ok(self.inner.for_key(key).lock().lookup(key)))
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
-        self.inner.lock().insert(key, entry);
+        self.inner.for_key(key.as_bytes()).lock().insert(key, entry);
         Ok(())
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        self.inner.lock().remove(key);
+        self.inner.for_key(key.as_bytes()).lock().remove(key);
         Ok(())
     }
 
@@ -239,7 +325,14 @@ impl CollectableStore for MemoryStore {
         &'a self,
         target: &'a CollectTarget,
     ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
-        let mut state = self.inner.lock();
+        let n = self.collect_now(target);
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+impl MemoryStore {
+    fn collect_now(&self, target: &CollectTarget) -> usize {
+        let mut state = self.inner.for_resource(target.resource()).lock();
         let doomed: Vec<CacheKey> = state
             .by_resource
             .get(target.resource())
@@ -248,19 +341,16 @@ impl CollectableStore for MemoryStore {
         for key in &doomed {
             state.remove(key);
         }
-        let n = doomed.len();
-        Box::pin(async move { Ok(n) })
+        doomed.len()
     }
 }
 
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.inner.lock();
         f.debug_struct("MemoryStore")
-            .field("entries", &state.entries.len())
-            .field("max_entries", &state.entries.cap())
-            .field("bytes", &state.bytes)
-            .field("max_bytes", &state.max_bytes)
+            .field("shards", &self.inner.shards.len())
+            .field("entries", &self.len())
+            .field("bytes", &self.bytes())
             .finish()
     }
 }

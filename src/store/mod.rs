@@ -142,6 +142,17 @@ pub trait CacheStore: 'static {
     where
         Self: Sized;
 
+    /// Answers a lookup at once, without a future, when the store can.
+    ///
+    /// `key` is the exact key, as [`CacheKey::as_bytes`] gives it. The default, `None`, means
+    /// "ask [`get`](Self::get)". An in-process store answers here, which lets the middleware serve
+    /// a hit without boxing a future or building an owned key; a networked store keeps the
+    /// default.
+    fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
+        let _ = key;
+        None
+    }
+
     /// Returns this store as a [`CollectableStore`], if it is one.
     ///
     /// The default is `None`. A store that implements [`CollectableStore`] overrides this with
