@@ -12,8 +12,7 @@
 //! "written since", which at worst skips a store.
 
 use std::{
-    collections::{hash_map::DefaultHasher, HashMap},
-    hash::{Hash, Hasher},
+    collections::HashMap,
     num::NonZeroUsize,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -48,22 +47,16 @@ fn log() -> &'static Mutex<WriteLog> {
     })
 }
 
-fn fingerprint(resource: &ResourceKey) -> u64 {
-    // A collision only makes a miss skip its store: never a wrong answer.
-    let mut h = DefaultHasher::new();
-    resource.hash(&mut h);
-    h.finish()
-}
-
 /// The epoch a miss reads before it calls its handler.
 pub(crate) fn epoch() -> u64 {
     EPOCH.load(Ordering::SeqCst)
 }
 
-/// Records a completed write of `resource`. Call before collecting its entries.
-pub(crate) fn record_write(resource: &ResourceKey) {
+/// Records a completed write of the resource with this fingerprint
+/// ([`ResourceKey::fingerprint`]). Call before collecting its entries. A collision only makes a
+/// miss skip its store: never a wrong answer.
+pub(crate) fn record_write(key: u64) {
     let epoch = EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
-    let key = fingerprint(resource);
     let mut log = log().lock();
     // `push` returns the old value of the same key, or the evicted least recently used entry.
     if let Some((evicted, forgotten)) = log.last_write.push(key, epoch) {
@@ -75,12 +68,9 @@ pub(crate) fn record_write(resource: &ResourceKey) {
 
 /// Whether `resource` may have been written since `epoch`.
 pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
+    let key = resource.fingerprint();
     let log = log().lock();
-    log.floor > epoch
-        || log
-            .last_write
-            .peek(&fingerprint(resource))
-            .is_some_and(|&last| last > epoch)
+    log.floor > epoch || log.last_write.peek(&key).is_some_and(|&last| last > epoch)
 }
 
 /// Conditional writes of one resource run one at a time in this process, so that two writes
@@ -91,7 +81,7 @@ pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
 /// not hold up every other write to its collection. Servers sharing a store are not serialised
 /// with each other.
 pub(crate) async fn lock_conditional_write(
-    resource: &ResourceKey,
+    resource: u64,
 ) -> futures_util::lock::OwnedMutexGuard<()> {
     type Locks = HashMap<u64, Weak<futures_util::lock::Mutex<()>>>;
     static LOCKS: OnceLock<Mutex<Locks>> = OnceLock::new();
@@ -101,7 +91,7 @@ pub(crate) async fn lock_conditional_write(
         if locks.len() > 1024 {
             locks.retain(|_, weak| weak.strong_count() > 0);
         }
-        let slot = locks.entry(fingerprint(resource)).or_default();
+        let slot = locks.entry(resource).or_default();
         match slot.upgrade() {
             Some(lock) => lock,
             None => {

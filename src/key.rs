@@ -71,6 +71,45 @@ impl ResourceKey {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// A hash of the resource, equal to [`fingerprint_of_key`] of any of its keys.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        fnv(&[
+            b"GET\n",
+            self.origin.as_bytes(),
+            b"\n",
+            self.path.as_bytes(),
+        ])
+    }
+}
+
+/// FNV-1a over the concatenation of `parts`.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The resource fingerprint of key bytes: a hash of the part up to the third `\n` (method
+/// class, origin and path), so every variant and query string of a resource shares it.
+pub(crate) fn fingerprint_of_key(key: &[u8]) -> u64 {
+    let mut newlines = 0;
+    let mut end = key.len();
+    for (i, &b) in key.iter().enumerate() {
+        if b == b'\n' {
+            newlines += 1;
+            if newlines == 3 {
+                end = i;
+                break;
+            }
+        }
+    }
+    fnv(&[&key[..end]])
 }
 
 impl fmt::Debug for ResourceKey {

@@ -29,7 +29,7 @@ use crate::{
     entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
     etag::{self, EntityTag},
     guard,
-    key::{push_path_and_query, push_variant, KeyBuilder},
+    key::{fingerprint_of_key, push_path_and_query, push_variant, KeyBuilder},
     policy::{self, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
     CacheEntry, CacheKey,
@@ -456,15 +456,30 @@ impl<St: CacheStore> Inner<St> {
         res
     }
 
-    fn key(&self, req: &ServiceRequest) -> CacheKey {
-        let key = KeyBuilder::new(
-            &request_origin(req.request()),
-            req.path(),
-            req.query_string(),
-        )
-        .finish();
+    fn key(&self, req: &HttpRequest) -> CacheKey {
+        let key = KeyBuilder::new(&request_origin(req), req.path(), req.query_string()).finish();
         log::trace!(target: LOG, "key {key:?}");
         key
+    }
+
+    /// The fingerprint of the request's resource ([`ResourceKey::fingerprint`]), computed in the
+    /// per-thread key buffer without building an owned key.
+    ///
+    /// [`ResourceKey::fingerprint`]: crate::ResourceKey
+    fn fingerprint(&self, req: &HttpRequest) -> u64 {
+        KEY_BUFFER.with(|buf| {
+            let mut fresh = Vec::new();
+            let mut borrowed = buf.try_borrow_mut();
+            let buf = match borrowed.as_mut() {
+                Ok(buf) => &mut **buf,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            buf.extend_from_slice(b"GET\n");
+            write_origin(req, buf);
+            push_path_and_query(buf, req.path(), "");
+            fingerprint_of_key(buf)
+        })
     }
 
     /// Looks the request up without awaiting, for stores that can answer at once
@@ -572,10 +587,15 @@ where
     B: MessageBody + 'static,
     St: CacheStore,
 {
-    let key = inner.key(&req);
+    // The owned key is built only when needed: a prefetched lookup used the per-thread buffer,
+    // and a response that is not stored (a stream, say) never needs one.
+    let mut key = None;
     let lookup = match prefetched {
         Some(lookup) => lookup,
-        None => inner.lookup(&key, req.headers()).await,
+        None => {
+            let k = key.insert(inner.key(req.request()));
+            inner.lookup(k, req.headers()).await
+        }
     };
 
     // The variant marker a new variant joins, if the resource has one.
@@ -588,7 +608,7 @@ where
         Lookup::Hit { entry, .. } => {
             if let EntryKind::Response(stored) = entry.kind() {
                 if servable(&inner.policy, &req, stored) {
-                    log::debug!(target: LOG, "hit {key:?}");
+                    log::debug!(target: LOG, "hit {}", req.path());
                     return Ok(serve_hit(&inner, req, &entry, stored, SystemTime::now())
                         .map_into_right_body());
                 }
@@ -599,7 +619,7 @@ where
         Lookup::StoreFailed => "fwd=miss; detail=store-error",
         Lookup::UriMiss | Lookup::Modified(_) => "fwd=uri-miss",
     };
-    log::debug!(target: LOG, "miss {key:?} ({fwd})");
+    log::debug!(target: LOG, "miss {} ({fwd})", req.path());
 
     // A HEAD miss is answered as a GET (the server drops the body on the wire), so that HEAD
     // answers the same whether or not the entry is stored, and fills the entry HEAD shares.
@@ -638,7 +658,7 @@ where
         } else {
             plan.as_ref().err().copied().unwrap_or(NotStored::Status)
         };
-        log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
+        log::trace!(target: LOG, "not stored {}: {}", res.request().path(), reason.detail());
         let mut res = res.map_into_left_body();
         res.response_mut().extensions_mut().insert(Handled);
         mark_private(&inner.policy, res.headers_mut());
@@ -671,6 +691,10 @@ where
     let mut status_params = String::from(fwd);
     match plan {
         Ok(plan) => {
+            let key = match key {
+                Some(key) => key,
+                None => inner.key(&http_req),
+            };
             prepare_stored_headers(&inner.policy, head.headers_mut(), &plan);
             let stored = stored_response(status, head.headers(), body.clone(), &plan, now);
             let entry = CacheEntry::new(now, plan.ttl, EntryKind::Response(stored));
@@ -695,7 +719,7 @@ where
             }
         }
         Err(reason) => {
-            log::trace!(target: LOG, "not stored {key:?}: {}", reason.detail());
+            log::trace!(target: LOG, "not stored {}: {}", http_req.path(), reason.detail());
             mark_private(&inner.policy, head.headers_mut());
             status_params.push_str("; detail=");
             status_params.push_str(reason.detail());
@@ -716,7 +740,7 @@ where
     let mut response = match outcome {
         Preconditions::Proceed => head.set_body(body).map_into_boxed_body(),
         Preconditions::NotModified => {
-            log::debug!(target: LOG, "304 {key:?}");
+            log::debug!(target: LOG, "304 {}", http_req.path());
             let mut res = conditional::not_modified(head.headers());
             // The handler ran: a cookie it set (e.g. a rotated session) must still reach the
             // client. Set-Cookie is not representation metadata (RFC 9110 §15.4.5).
@@ -726,7 +750,7 @@ where
             res
         }
         Preconditions::Failed => {
-            log::debug!(target: LOG, "412 {key:?}");
+            log::debug!(target: LOG, "412 {}", http_req.path());
             conditional::precondition_failed()
         }
     };
@@ -1025,23 +1049,29 @@ where
     B: MessageBody + 'static,
     St: CacheStore,
 {
-    let key = inner.key(&req);
+    let fingerprint = inner.fingerprint(req.request());
     let stores = inner.policy.visibility != Visibility::Private;
     let conditional = conditional::has_preconditions(req.headers());
 
     // Conditional writes of one resource go one at a time: check, handler, marker.
     let _lock = if stores && conditional && req.extensions().get::<WriteLockHeld>().is_none() {
-        let lock = guard::lock_conditional_write(key.resource()).await;
+        let lock = guard::lock_conditional_write(fingerprint).await;
         req.extensions_mut().insert(WriteLockHeld);
         Some(lock)
     } else {
         None
     };
 
+    // The owned key is built only when needed: a write through a resource the cache does not
+    // hold needs none.
+    let mut key = None;
     // A prefetched lookup predates the lock: look again once it is held.
     let lookup = match prefetched {
         Some(lookup) if _lock.is_none() => lookup,
-        _ if stores => inner.lookup(&key, req.headers()).await,
+        _ if stores => {
+            let k = key.insert(inner.key(req.request()));
+            inner.lookup(k, req.headers()).await
+        }
         _ => Lookup::UriMiss,
     };
     // Nothing reachable is stored under the primary key: without query variants to drop, there
@@ -1089,7 +1119,7 @@ where
     if conditional
         && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
     {
-        log::debug!(target: LOG, "412 {} {key:?}, handler not called", req.method());
+        log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
         let mut res = conditional::precondition_failed();
         if let Some(v) = inner.status("fwd=method; detail=precondition-failed") {
             res.headers_mut().insert(cache_status(), v);
@@ -1108,20 +1138,35 @@ where
 
     // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
     // may invalidate the same-origin URIs in Location and Content-Location.
-    guard::record_write(key.resource());
-    if !nothing_stored || inner.policy.collect_query_variants {
+    guard::record_write(fingerprint);
+    // A marker is worth writing when it hides something or remembers something. Only the
+    // methods known to change the representation leave one; an extension method may be
+    // read-only (WebDAV's PROPFIND), so it only invalidates, as RFC 9111 §4.4 asks.
+    let remembers = !superseded.is_empty() || !nothing_stored || conditional;
+    let marks = stores && remembers && is_known_write(res.request().method());
+    let key = if marks || !nothing_stored || inner.policy.collect_query_variants {
+        Some(key.unwrap_or_else(|| inner.key(res.request())))
+    } else {
+        None
+    };
+    if let Some(key) = key
+        .as_ref()
+        .filter(|_| !nothing_stored || inner.policy.collect_query_variants)
+    {
         let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
         collect(
             &inner,
-            &key,
+            key,
             CollectTarget::new(key.resource().clone(), query),
         )
         .await;
     }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(other) = same_origin_key(res.request(), res.headers().get(&name)) {
-            if other.resource() != key.resource() || other.query() != key.query() {
-                guard::record_write(other.resource());
+            let is_target = other.resource().fingerprint() == fingerprint
+                && other.query() == res.request().query_string();
+            if !is_target {
+                guard::record_write(other.resource().fingerprint());
                 let target =
                     CollectTarget::new(other.resource().clone(), Some(other.query().into()));
                 collect(&inner, &other, target).await;
@@ -1129,12 +1174,7 @@ where
         }
     }
 
-    // Only the methods known to change the representation leave a marker saying the stored
-    // tags are stale; an extension method may be read-only (WebDAV's PROPFIND), so it only
-    // invalidates, as RFC 9111 §4.4 asks.
-    // A marker is worth writing when it hides something or remembers something.
-    let remembers = !superseded.is_empty() || !nothing_stored || conditional;
-    if stores && remembers && is_known_write(res.request().method()) {
+    if let Some(key) = key.filter(|_| marks) {
         let now = SystemTime::now();
         // Without a Last-Modified from the application, the write time, truncated to HTTP-date
         // precision, bounds If-Unmodified-Since: the resource certainly changed then.

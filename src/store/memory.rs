@@ -7,7 +7,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::{CacheStore, CollectTarget, CollectableStore, StoreError};
-use crate::{CacheEntry, CacheKey, ResourceKey};
+use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
 
 /// A bounded in-memory LRU store, shared by every worker of the process.
 ///
@@ -62,44 +62,13 @@ struct State {
 const ENTRIES_PER_SHARD: usize = 1024;
 const MAX_SHARDS: usize = 16;
 
-/// FNV-1a over the resource part of a key (`GET \n origin \n path`), which picks the shard.
-fn shard_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// The resource prefix of key bytes: up to the third `\n` (after method, origin and path).
-fn resource_prefix(key: &[u8]) -> &[u8] {
-    let mut newlines = 0;
-    for (i, &b) in key.iter().enumerate() {
-        if b == b'\n' {
-            newlines += 1;
-            if newlines == 3 {
-                return &key[..i];
-            }
-        }
-    }
-    key
-}
-
 impl Shards {
     fn for_key(&self, key: &[u8]) -> &Mutex<State> {
-        self.pick(shard_hash(&[resource_prefix(key)]))
+        self.pick(fingerprint_of_key(key))
     }
 
     fn for_resource(&self, resource: &ResourceKey) -> &Mutex<State> {
-        self.pick(shard_hash(&[
-            b"GET\n",
-            resource.origin().as_bytes(),
-            b"\n",
-            resource.path().as_bytes(),
-        ]))
+        self.pick(resource.fingerprint())
     }
 
     fn pick(&self, hash: u64) -> &Mutex<State> {
