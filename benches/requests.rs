@@ -39,6 +39,19 @@ fn requests(c: &mut Criterion) {
                     }))
                 }),
             )
+            // The same handlers in the same kind of scope, without the middleware: the
+            // baseline for "the same handler without it".
+            .service(
+                web::scope("/plain")
+                    .route(
+                        "/static",
+                        web::get().to(|| async { HttpResponse::Ok().body(&SMALL[..]) }),
+                    )
+                    .route(
+                        "/post",
+                        web::post().to(|| async { HttpResponse::Ok().body("ok") }),
+                    ),
+            )
             .service(
                 web::scope("/cached")
                     .wrap(Cache::new(MemoryStore::new(100_000)))
@@ -72,8 +85,13 @@ fn requests(c: &mut Criterion) {
     let mut group = c.benchmark_group("request");
     let get = |uri: &'static str| move || TestRequest::get().uri(uri);
     type MakeRequest = Box<dyn Fn() -> TestRequest>;
-    let cases: [(&str, MakeRequest); 6] = [
+    let cases: [(&str, MakeRequest); 8] = [
         ("bare-get", Box::new(get("/bare/static"))),
+        ("scope-get", Box::new(get("/plain/static"))),
+        (
+            "scope-post",
+            Box::new(|| TestRequest::post().uri("/plain/post")),
+        ),
         ("hit", Box::new(get("/cached/static"))),
         ("304", {
             let etag = etag.clone();

@@ -78,6 +78,10 @@ pub struct Cache<St> {
 struct Inner<St> {
     store: St,
     policy: Policy,
+    /// `Cache-Status` values built so far, by (forward reason, detail): a finite set, so each is
+    /// formatted once per worker.
+    statuses:
+        std::cell::RefCell<std::collections::HashMap<(&'static str, &'static str), HeaderValue>>,
 }
 
 impl<St> Clone for Cache<St> {
@@ -101,6 +105,7 @@ impl<St: CacheStore> Cache<St> {
             inner: Rc::new(Inner {
                 store,
                 policy: Policy::default(),
+                statuses: Default::default(),
             }),
         }
     }
@@ -569,8 +574,21 @@ impl<St: CacheStore> Inner<St> {
         }
     }
 
-    fn status(&self, params: &str) -> Option<HeaderValue> {
-        self.policy.status_value(params)
+    /// The `Cache-Status` value `<name>; <fwd><detail>`, or `None` when the header is off.
+    fn status(&self, fwd: &'static str, detail: &'static str) -> Option<HeaderValue> {
+        self.policy.cache_status.as_ref()?;
+        if let Ok(mut statuses) = self.statuses.try_borrow_mut() {
+            return statuses
+                .entry((fwd, detail))
+                .or_insert_with(|| {
+                    self.policy
+                        .status_value(&format!("{fwd}{detail}"))
+                        .unwrap_or_else(|| HeaderValue::from_static(""))
+                })
+                .clone()
+                .into();
+        }
+        self.policy.status_value(&format!("{fwd}{detail}"))
     }
 }
 
@@ -662,7 +680,7 @@ where
         let mut res = res.map_into_left_body();
         res.response_mut().extensions_mut().insert(Handled);
         mark_private(&inner.policy, res.headers_mut());
-        if let Some(v) = inner.status(&format!("{fwd}; detail={}", reason.detail())) {
+        if let Some(v) = inner.status(fwd, reason.detail_param()) {
             res.headers_mut().insert(cache_status(), v);
         }
         return Ok(res);
@@ -688,7 +706,7 @@ where
             .insert(header::ETAG, etag::strong_etag(&body));
     }
 
-    let mut status_params = String::from(fwd);
+    let status_detail: &'static str;
     match plan {
         Ok(plan) => {
             let key = match key {
@@ -713,16 +731,15 @@ where
             .await
             {
                 log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
-                status_params.push_str("; stored");
+                status_detail = "; stored";
             } else {
-                status_params.push_str("; detail=not-stored");
+                status_detail = "; detail=not-stored";
             }
         }
         Err(reason) => {
             log::trace!(target: LOG, "not stored {}: {}", http_req.path(), reason.detail());
             mark_private(&inner.policy, head.headers_mut());
-            status_params.push_str("; detail=");
-            status_params.push_str(reason.detail());
+            status_detail = reason.detail_param();
         }
     }
 
@@ -754,7 +771,7 @@ where
             conditional::precondition_failed()
         }
     };
-    if let Some(v) = inner.status(&status_params) {
+    if let Some(v) = inner.status(fwd, status_detail) {
         response.headers_mut().insert(cache_status(), v);
     }
     response.extensions_mut().insert(Handled);
@@ -1121,7 +1138,7 @@ where
     {
         log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
         let mut res = conditional::precondition_failed();
-        if let Some(v) = inner.status("fwd=method; detail=precondition-failed") {
+        if let Some(v) = inner.status("fwd=method", "; detail=precondition-failed") {
             res.headers_mut().insert(cache_status(), v);
         }
         return Ok(req.into_response(res).map_into_right_body());

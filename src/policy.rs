@@ -153,6 +153,26 @@ pub(crate) enum NotStored {
 }
 
 impl NotStored {
+    /// The `Cache-Status` parameter: `; detail=<reason>`.
+    pub(crate) fn detail_param(self) -> &'static str {
+        match self {
+            Self::PolicyPrivate => "; detail=policy-private",
+            Self::Status => "; detail=status",
+            Self::Streaming => "; detail=streaming",
+            Self::TooLarge => "; detail=too-large",
+            Self::SetCookie => "; detail=set-cookie",
+            Self::NoStore => "; detail=no-store",
+            Self::RequestNoStore => "; detail=request-no-store",
+            Self::Private => "; detail=private",
+            Self::NoCache => "; detail=no-cache",
+            Self::VaryAny => "; detail=vary-star",
+            Self::VaryInvalid => "; detail=vary-invalid",
+            Self::Credentials => "; detail=credentials",
+            Self::InvalidFreshness => "; detail=invalid-freshness",
+            Self::Expired => "; detail=expired",
+        }
+    }
+
     pub(crate) fn detail(self) -> &'static str {
         match self {
             Self::PolicyPrivate => "policy-private",
@@ -477,6 +497,29 @@ mod tests {
         // No freshness of its own: the scope's expiry, whatever the Date.
         let ttl = lifetime(Duration::from_secs(5), &cc(""), &res, SystemTime::now());
         assert_eq!(ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn detail_params_name_the_same_reasons() {
+        use NotStored::*;
+        for r in [
+            PolicyPrivate,
+            Status,
+            Streaming,
+            TooLarge,
+            SetCookie,
+            NoStore,
+            RequestNoStore,
+            Private,
+            NoCache,
+            VaryAny,
+            VaryInvalid,
+            Credentials,
+            InvalidFreshness,
+            Expired,
+        ] {
+            assert_eq!(r.detail_param(), format!("; detail={}", r.detail()));
+        }
     }
 
     #[test]
