@@ -145,9 +145,15 @@
 //!
 //! # The hit path
 //!
-//! A hit is one store lookup (two for a resource that varies by response `Vary`), a
-//! reference-count clone of the stored body, and a copy of the prebuilt header map. The store lock
-//! is held only for the lookup. Request headers are parsed in place, as bytes.
+//! With a store that answers at once ([`CacheStore::get_now`], as [`MemoryStore`] does), a hit
+//! is served inside the middleware's `call`: no future is boxed, the key is built in a per-thread
+//! buffer that is reused, and the origin is read from the request head (`ConnectionInfo` is only
+//! consulted when forwarding headers are present). The lookup takes one shard lock for a hash
+//! probe and a reference-count clone; the response gets the stored body (a reference-count
+//! clone of `Bytes`), the stored header list copied into actix's pooled response head, and
+//! prebuilt `Age` and `Cache-Status` values. Stored validators are parsed only when the request
+//! has a precondition, and request headers are parsed in place, as bytes. Misses, stores and
+//! writes may allocate. Figures are in the README's "Performance" section.
 //!
 //! # Logging
 //!

@@ -1316,13 +1316,30 @@ fn write_origin(req: &HttpRequest, out: &mut Vec<u8>) {
     let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let authority = req.uri().authority().map(|a| a.as_str());
     let config = req.app_config();
+    let forwarded = crate::key::has_any(
+        headers,
+        &[header::FORWARDED, X_FORWARDED_HOST, X_FORWARDED_PROTO],
+    );
+    // The common case: HTTP/1.x in origin form, no forwarding headers. Routing host, `Host` and
+    // the connection host are then one value, and the scheme is the server's own.
+    if let (Some(host), None, false, true) = (
+        host_header,
+        authority,
+        forwarded,
+        req.version() < Version::HTTP_2,
+    ) {
+        out.extend_from_slice(if config.secure() {
+            b"https://"
+        } else {
+            b"http://"
+        });
+        push_lowercase(out, host);
+        return;
+    }
     let routing = host_header
         .filter(|_| req.version() < Version::HTTP_2)
         .or(authority)
         .unwrap_or_else(|| config.host());
-    let forwarded = headers.contains_key(header::FORWARDED)
-        || headers.contains_key(X_FORWARDED_HOST)
-        || headers.contains_key(X_FORWARDED_PROTO);
     let conn = forwarded.then(|| req.connection_info());
     let scheme = match &conn {
         Some(conn) => conn.scheme(),
@@ -1351,7 +1368,9 @@ fn write_origin(req: &HttpRequest, out: &mut Vec<u8>) {
 }
 
 fn push_lowercase(out: &mut Vec<u8>, s: &str) {
-    out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    out[start..].make_ascii_lowercase();
 }
 
 #[cfg(test)]

@@ -128,6 +128,9 @@ impl Policy {
     /// Whether the request carries credentials the key does not separate: `Authorization`
     /// (RFC 9111 §3.5) or `Cookie` (the same reasoning: the response may be personal).
     pub(crate) fn has_unkeyed_credentials(&self, req: &HeaderMap) -> bool {
+        if !crate::key::has_any(req, &[header::AUTHORIZATION, header::COOKIE]) {
+            return false;
+        }
         (req.contains_key(header::AUTHORIZATION) && !self.key_varies_on(&header::AUTHORIZATION))
             || (req.contains_key(header::COOKIE) && !self.key_varies_on(&header::COOKIE))
     }

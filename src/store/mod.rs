@@ -145,7 +145,8 @@ pub trait CacheStore: 'static {
     /// Answers a lookup at once, without a future, when the store can.
     ///
     /// `key` is the exact key, as [`CacheKey::as_bytes`] gives it. The default, `None`, means
-    /// "ask [`get`](Self::get)". An in-process store answers here, which lets the middleware serve
+    /// "ask [`get`](Self::get)". Unlike `get`, this may return an expired entry: the middleware
+    /// checks expiry itself, with the time it already read. An in-process store answers here, which lets the middleware serve
     /// a hit without boxing a future or building an owned key; a networked store keeps the
     /// default.
     fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
