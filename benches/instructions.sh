@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Instructions per in-process request, by case, counted with valgrind's callgrind (repeatable
+# where wall-clock timings are noisy). Needs valgrind (`apt-get install valgrind`).
+#   bash benches/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+cargo bench --bench instructions --no-run >&2 2>/dev/null
+bin=$(ls -t target/release/deps/instructions-* | grep -v '\.d$' | head -1)
+count() { # instructions for $2 requests of case $1
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+    awk '/Collected :/ { print $NF }'
+}
+printf '| case | instructions per request |\n|---|---|\n'
+declare -A per
+for case in scope-get hit 304 scope-post post bare-stream stream; do
+  a=$(count "$case" 200); b=$(count "$case" 1200)
+  per[$case]=$(( (b - a) / 1000 ))
+  printf '| %s | %s |\n' "$case" "${per[$case]}"
+done
+printf '\nhit / scope-get: %s\n' "$(python3 -c "print(round(${per[hit]}/${per[scope-get]},2))")"
+printf '304 / scope-get: %s\n' "$(python3 -c "print(round(${per[304]}/${per[scope-get]},2))")"
+printf 'post / scope-post: %s\n' "$(python3 -c "print(round(${per[post]}/${per[scope-post]},2))")"
+printf 'stream / bare-stream: %s\n' "$(python3 -c "print(round(${per[stream]}/${per['bare-stream']},2))")"
