@@ -87,6 +87,8 @@ fn main() {
                     "stream" => TestRequest::get().uri("/cached/stream"),
                     other => panic!("unknown case {other}"),
                 };
+                // Every HTTP/1.1 client sends Host.
+                let req = req.insert_header((header::HOST, "bench.example"));
                 read_body(call_service(&app, req.to_request()).await).await;
             }
         });

@@ -29,7 +29,7 @@ use crate::{
     entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
     etag::{self, EntityTag},
     guard,
-    key::{fingerprint_of_key, push_path_and_query, push_variant, KeyBuilder},
+    key::{fingerprint_of_key, push_path_and_query, push_variant, KeyBuilder, RequestFlags},
     policy::{self, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
     CacheEntry, CacheKey,
@@ -338,14 +338,21 @@ where
             // skip its store, even when the lookup itself saw the state from before the write.
             let epoch = guard::epoch();
             let now = SystemTime::now();
-            let lookup = self.inner.lookup_now(&req, now);
+            let flags = RequestFlags::of(req.headers());
+            let lookup = self.inner.lookup_now(&req, now, flags.forwarded);
             // The hit path: an in-process store answered, and the entry may be served. No
             // future is boxed and no owned key is built.
             if let Some(Lookup::Hit { entry, .. }) = &lookup {
                 if let EntryKind::Response(stored) = entry.kind() {
-                    if servable(&self.inner.policy, &req, stored) {
+                    if stored.shareable_with_credentials
+                        || !self
+                            .inner
+                            .policy
+                            .unkeyed_credentials(flags.authorization, flags.cookie)
+                    {
                         log::debug!(target: LOG, "hit {} {}", req.path(), req.query_string());
-                        let res = serve_hit(&self.inner, req, entry, stored, now);
+                        let res =
+                            serve_hit(&self.inner, req, entry, stored, now, flags.preconditions);
                         return CacheFuture::Ready {
                             res: Some(res.map_into_right_body()),
                         };
@@ -363,7 +370,8 @@ where
                 fut: Box::pin(flow),
             }
         } else if is_unsafe(method) {
-            let lookup = self.inner.lookup_now(&req, SystemTime::now());
+            let forwarded = RequestFlags::of(req.headers()).forwarded;
+            let lookup = self.inner.lookup_now(&req, SystemTime::now(), forwarded);
             let flow = write(
                 Rc::clone(&self.service),
                 Rc::clone(&self.inner),
@@ -481,7 +489,7 @@ impl<St: CacheStore> Inner<St> {
             };
             buf.clear();
             buf.extend_from_slice(b"GET\n");
-            write_origin(req, buf);
+            write_origin(req, buf, RequestFlags::of(req.headers()).forwarded);
             push_path_and_query(buf, req.path(), "");
             fingerprint_of_key(buf)
         })
@@ -490,7 +498,7 @@ impl<St: CacheStore> Inner<St> {
     /// Looks the request up without awaiting, for stores that can answer at once
     /// ([`CacheStore::get_now`]). The key bytes are built in a reused per-thread buffer.
     /// `None`: the store has to be awaited.
-    fn lookup_now(&self, req: &ServiceRequest, now: SystemTime) -> Option<Lookup> {
+    fn lookup_now(&self, req: &ServiceRequest, now: SystemTime, forwarded: bool) -> Option<Lookup> {
         if self.policy.visibility == Visibility::Private {
             return Some(Lookup::UriMiss);
         }
@@ -503,7 +511,7 @@ impl<St: CacheStore> Inner<St> {
             };
             buf.clear();
             buf.extend_from_slice(b"GET\n");
-            write_origin(req.request(), buf);
+            write_origin(req.request(), buf, forwarded);
             push_path_and_query(buf, req.path(), req.query_string());
             let primary = match self.store.get_now(buf)? {
                 Ok(Some(entry)) if !entry.is_expired(now) => entry,
@@ -627,8 +635,16 @@ where
             if let EntryKind::Response(stored) = entry.kind() {
                 if servable(&inner.policy, &req, stored) {
                     log::debug!(target: LOG, "hit {}", req.path());
-                    return Ok(serve_hit(&inner, req, &entry, stored, SystemTime::now())
-                        .map_into_right_body());
+                    let preconditions = conditional::has_preconditions(req.headers());
+                    return Ok(serve_hit(
+                        &inner,
+                        req,
+                        &entry,
+                        stored,
+                        SystemTime::now(),
+                        preconditions,
+                    )
+                    .map_into_right_body());
                 }
             }
             "fwd=bypass"
@@ -974,9 +990,10 @@ fn serve_hit<St>(
     entry: &CacheEntry,
     stored: &StoredResponse,
     now: SystemTime,
+    preconditions: bool,
 ) -> ServiceResponse<BoxBody> {
     // Parse the stored validators only when the request has a precondition to judge.
-    let current = if stored.status.is_success() && conditional::has_preconditions(req.headers()) {
+    let current = if stored.status.is_success() && preconditions {
         Current::Representation {
             etag: stored
                 .etag
@@ -1010,9 +1027,11 @@ fn serve_hit<St>(
             conditional::precondition_failed()
         }
     };
-    res.headers_mut().insert(header::AGE, age_value(age));
+    // Stored headers never hold Age or Cache-Status (they are not stored), so appending is
+    // enough.
+    res.headers_mut().append(header::AGE, age_value(age));
     if let Some(v) = &inner.policy.hit_status {
-        res.headers_mut().insert(cache_status(), v.clone());
+        res.headers_mut().append(cache_status(), v.clone());
     }
     res.extensions_mut().insert(Handled);
     req.into_response(res)
@@ -1045,8 +1064,6 @@ fn cache_status() -> HeaderName {
 }
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Marks a request whose conditional write lock an outer `Cache` already holds, so that a
 /// nested `Cache` does not wait for itself.
@@ -1304,22 +1321,18 @@ fn routing_host(req: &HttpRequest) -> String {
 /// names (`Host`, the URI's authority, the forwarded host) where it differs.
 fn request_origin(req: &HttpRequest) -> String {
     let mut origin = Vec::new();
-    write_origin(req, &mut origin);
+    write_origin(req, &mut origin, RequestFlags::of(req.headers()).forwarded);
     // Built from `&str` parts and ASCII lowercasing: always UTF-8.
     String::from_utf8(origin).unwrap_or_default()
 }
 
 /// Appends the origin of `req` (see [`request_origin`]) to `out`. Without forwarding headers it
 /// reads the request head directly, as `ConnectionInfo` would, and allocates nothing.
-fn write_origin(req: &HttpRequest, out: &mut Vec<u8>) {
+fn write_origin(req: &HttpRequest, out: &mut Vec<u8>, forwarded: bool) {
     let headers = req.headers();
     let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let authority = req.uri().authority().map(|a| a.as_str());
     let config = req.app_config();
-    let forwarded = crate::key::has_any(
-        headers,
-        &[header::FORWARDED, X_FORWARDED_HOST, X_FORWARDED_PROTO],
-    );
     // The common case: HTTP/1.x in origin form, no forwarding headers. Routing host, `Host` and
     // the connection host are then one value, and the scheme is the server's own.
     if let (Some(host), None, false, true) = (

@@ -127,6 +127,12 @@ impl Policy {
 
     /// Whether the request carries credentials the key does not separate: `Authorization`
     /// (RFC 9111 §3.5) or `Cookie` (the same reasoning: the response may be personal).
+    /// [`has_unkeyed_credentials`](Self::has_unkeyed_credentials) from flags already found.
+    pub(crate) fn unkeyed_credentials(&self, authorization: bool, cookie: bool) -> bool {
+        (authorization && !self.key_varies_on(&header::AUTHORIZATION))
+            || (cookie && !self.key_varies_on(&header::COOKIE))
+    }
+
     pub(crate) fn has_unkeyed_credentials(&self, req: &HeaderMap) -> bool {
         if !crate::key::has_any(req, &[header::AUTHORIZATION, header::COOKIE]) {
             return false;

@@ -71,7 +71,10 @@ const MAX_SHARDS: usize = 16;
 
 impl Shards {
     fn for_key(&self, key: &[u8]) -> &Mutex<State> {
-        self.pick(fingerprint_of_key(key))
+        match &*self.shards {
+            [only] => only,
+            _ => self.pick(fingerprint_of_key(key)),
+        }
     }
 
     fn for_resource(&self, resource: &ResourceKey) -> &Mutex<State> {
