@@ -480,14 +480,7 @@ impl<St: CacheStore> Inner<St> {
     ///
     /// [`ResourceKey::fingerprint`]: crate::ResourceKey
     fn fingerprint(&self, req: &HttpRequest) -> u64 {
-        KEY_BUFFER.with(|buf| {
-            let mut fresh = Vec::new();
-            let mut borrowed = buf.try_borrow_mut();
-            let buf = match borrowed.as_mut() {
-                Ok(buf) => &mut **buf,
-                Err(_) => &mut fresh,
-            };
-            buf.clear();
+        with_key_buffer(|buf| {
             buf.extend_from_slice(b"GET\n");
             write_origin(req, buf, RequestFlags::of(req.headers()).forwarded);
             push_path_and_query(buf, req.path(), "");
@@ -502,49 +495,22 @@ impl<St: CacheStore> Inner<St> {
         if self.policy.visibility == Visibility::Private {
             return Some(Lookup::UriMiss);
         }
-        KEY_BUFFER.with(|buf| {
-            let mut fresh = Vec::new();
-            let mut borrowed = buf.try_borrow_mut();
-            let buf = match borrowed.as_mut() {
-                Ok(buf) => &mut **buf,
-                Err(_) => &mut fresh,
-            };
-            buf.clear();
+        with_key_buffer(|buf| {
             buf.extend_from_slice(b"GET\n");
             write_origin(req.request(), buf, forwarded);
             push_path_and_query(buf, req.path(), req.query_string());
-            let primary = match self.store.get_now(buf)? {
-                Ok(Some(entry)) if !entry.is_expired(now) => entry,
-                Ok(_) => return Some(Lookup::UriMiss),
-                Err(err) => {
-                    log::warn!(target: LOG, "store get failed, serving uncached: {err}");
-                    return Some(Lookup::StoreFailed);
-                }
+            let primary = match self.store.get_now(buf)?.map_err(log_get_error) {
+                Ok(primary) => primary,
+                Err(()) => return Some(Lookup::StoreFailed),
             };
-            Some(match primary.kind() {
-                EntryKind::Response(_) => Lookup::Hit {
-                    entry: primary,
-                    marker: None,
-                },
-                EntryKind::Modified(_) => Lookup::Modified(primary),
-                EntryKind::Variants(marker) => {
-                    push_variant(buf, &marker.names, marker.generation, req.headers());
-                    match self.store.get_now(buf)? {
-                        Ok(Some(entry))
-                            if !entry.is_expired(now)
-                                && matches!(entry.kind(), EntryKind::Response(_)) =>
-                        {
-                            Lookup::Hit {
-                                entry,
-                                marker: Some(primary),
-                            }
-                        }
-                        Ok(_) => Lookup::VaryMiss(primary),
-                        Err(err) => {
-                            log::warn!(target: LOG, "store get failed, serving uncached: {err}");
-                            Lookup::StoreFailed
-                        }
+            Some(match primary_lookup(primary, now) {
+                Ok(lookup) => lookup,
+                Err(marker) => {
+                    if let EntryKind::Variants(v) = marker.kind() {
+                        push_variant(buf, &v.names, v.generation, req.headers());
                     }
+                    let answer = self.store.get_now(buf)?.map_err(log_get_error);
+                    variant_lookup(answer, marker, now)
                 }
             })
         })
@@ -553,31 +519,21 @@ impl<St: CacheStore> Inner<St> {
     async fn lookup(&self, key: &CacheKey, headers: &HeaderMap) -> Lookup {
         let now = SystemTime::now();
         let primary = match self.timed("get", self.store.get(key)).await {
-            Ok(Some(entry)) if !entry.is_expired(now) => entry,
-            Ok(_) => return Lookup::UriMiss,
+            Ok(primary) => primary,
             Err(_) => return Lookup::StoreFailed,
         };
-        match primary.kind() {
-            EntryKind::Response(_) => Lookup::Hit {
-                entry: primary,
-                marker: None,
-            },
-            EntryKind::Modified(_) => Lookup::Modified(primary),
-            EntryKind::Variants(marker) => {
-                let variant = key.variant(&marker.names, marker.generation, headers);
-                match self.timed("get", self.store.get(&variant)).await {
-                    Ok(Some(entry))
-                        if !entry.is_expired(now)
-                            && matches!(entry.kind(), EntryKind::Response(_)) =>
-                    {
-                        Lookup::Hit {
-                            entry,
-                            marker: Some(primary),
-                        }
-                    }
-                    Ok(_) => Lookup::VaryMiss(primary),
-                    Err(_) => Lookup::StoreFailed,
-                }
+        match primary_lookup(primary, now) {
+            Ok(lookup) => lookup,
+            Err(marker) => {
+                let variant = match marker.kind() {
+                    EntryKind::Variants(v) => key.variant(&v.names, v.generation, headers),
+                    _ => key.clone(),
+                };
+                let answer = self
+                    .timed("get", self.store.get(&variant))
+                    .await
+                    .map_err(drop);
+                variant_lookup(answer, marker, now)
             }
         }
     }
@@ -600,6 +556,60 @@ impl<St: CacheStore> Inner<St> {
     }
 }
 
+/// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
+fn with_key_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    KEY_BUFFER.with(|buf| {
+        let mut fresh = Vec::new();
+        let mut borrowed = buf.try_borrow_mut();
+        let buf = match borrowed.as_mut() {
+            Ok(buf) => &mut **buf,
+            Err(_) => &mut fresh,
+        };
+        buf.clear();
+        f(buf)
+    })
+}
+
+fn log_get_error(err: StoreError) {
+    log::warn!(target: LOG, "store get failed, serving uncached: {err}");
+}
+
+/// What the entry at a primary key means; `Err` holds a variant marker, whose variant is to be
+/// looked up next.
+fn primary_lookup(primary: Option<CacheEntry>, now: SystemTime) -> Result<Lookup, CacheEntry> {
+    let primary = match primary {
+        Some(entry) if !entry.is_expired(now) => entry,
+        _ => return Ok(Lookup::UriMiss),
+    };
+    match primary.kind() {
+        EntryKind::Response(_) => Ok(Lookup::Hit {
+            entry: primary,
+            marker: None,
+        }),
+        EntryKind::Modified(_) => Ok(Lookup::Modified(primary)),
+        EntryKind::Variants(_) => Err(primary),
+    }
+}
+
+/// What the answer for a variant key means.
+fn variant_lookup(
+    answer: Result<Option<CacheEntry>, ()>,
+    marker: CacheEntry,
+    now: SystemTime,
+) -> Lookup {
+    match answer {
+        Ok(Some(entry))
+            if !entry.is_expired(now) && matches!(entry.kind(), EntryKind::Response(_)) =>
+        {
+            Lookup::Hit {
+                entry,
+                marker: Some(marker),
+            }
+        }
+        Ok(_) => Lookup::VaryMiss(marker),
+        Err(()) => Lookup::StoreFailed,
+    }
+}
 /// `GET` and `HEAD`: serve from the store, or call the handler and store what may be stored.
 async fn read<S, B, St>(
     service: Rc<S>,
