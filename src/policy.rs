@@ -125,20 +125,20 @@ impl Policy {
         self.vary.iter().any(|n| n == name)
     }
 
-    /// Whether the request carries credentials the key does not separate: `Authorization`
-    /// (RFC 9111 §3.5) or `Cookie` (the same reasoning: the response may be personal).
-    /// [`has_unkeyed_credentials`](Self::has_unkeyed_credentials) from flags already found.
+    /// Whether a request that carries `Authorization` / `Cookie` (as the flags say) has
+    /// credentials the key does not separate: RFC 9111 §3.5 for `Authorization`, and the same
+    /// reasoning for `Cookie` (the response may be personal).
     pub(crate) fn unkeyed_credentials(&self, authorization: bool, cookie: bool) -> bool {
         (authorization && !self.key_varies_on(&header::AUTHORIZATION))
             || (cookie && !self.key_varies_on(&header::COOKIE))
     }
 
+    /// [`unkeyed_credentials`](Self::unkeyed_credentials) of the request's headers.
     pub(crate) fn has_unkeyed_credentials(&self, req: &HeaderMap) -> bool {
-        if !crate::key::has_any(req, &[header::AUTHORIZATION, header::COOKIE]) {
-            return false;
-        }
-        (req.contains_key(header::AUTHORIZATION) && !self.key_varies_on(&header::AUTHORIZATION))
-            || (req.contains_key(header::COOKIE) && !self.key_varies_on(&header::COOKIE))
+        self.unkeyed_credentials(
+            req.contains_key(header::AUTHORIZATION),
+            req.contains_key(header::COOKIE),
+        )
     }
 }
 
