@@ -85,7 +85,7 @@ impl ResourceKey {
 
 /// A fast, non-cryptographic hash, eight bytes at a time (the FxHash step). It only picks
 /// shards and race-guard slots; a collision costs a skipped store, never a wrong answer.
-fn word_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn word_hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let mut h = bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);

@@ -29,7 +29,7 @@ use crate::{
     entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
     etag::{self, EntityTag},
     guard,
-    key::{fingerprint_of_key, push_path_and_query, push_variant, KeyBuilder, RequestFlags},
+    key::{push_variant, word_hash, KeyBuilder, RequestFlags},
     policy::{self, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
     CacheEntry, CacheKey,
@@ -339,7 +339,7 @@ where
             let epoch = guard::epoch();
             let now = SystemTime::now();
             let flags = RequestFlags::of(req.headers());
-            let lookup = self.inner.lookup_now(&req, now, flags.forwarded);
+            let lookup = self.inner.lookup_now(&req, now, flags.forwarded, None);
             // The hit path: an in-process store answered, and the entry may be served. No
             // future is boxed and no owned key is built.
             if let Some(Lookup::Hit { entry, .. }) = &lookup {
@@ -370,13 +370,21 @@ where
                 fut: Box::pin(flow),
             }
         } else if is_unsafe(method) {
-            let forwarded = RequestFlags::of(req.headers()).forwarded;
-            let lookup = self.inner.lookup_now(&req, SystemTime::now(), forwarded);
+            let flags = RequestFlags::of(req.headers());
+            let mut fingerprint = 0;
+            let lookup = self.inner.lookup_now(
+                &req,
+                SystemTime::now(),
+                flags.forwarded,
+                Some(&mut fingerprint),
+            );
             let flow = write(
                 Rc::clone(&self.service),
                 Rc::clone(&self.inner),
                 req,
                 lookup,
+                fingerprint,
+                flags,
             );
             CacheFuture::Store {
                 fut: Box::pin(flow),
@@ -475,30 +483,36 @@ impl<St: CacheStore> Inner<St> {
         key
     }
 
-    /// The fingerprint of the request's resource ([`ResourceKey::fingerprint`]), computed in the
-    /// per-thread key buffer without building an owned key.
-    ///
-    /// [`ResourceKey::fingerprint`]: crate::ResourceKey
-    fn fingerprint(&self, req: &HttpRequest) -> u64 {
-        with_key_buffer(|buf| {
-            buf.extend_from_slice(b"GET\n");
-            write_origin(req, buf, RequestFlags::of(req.headers()).forwarded);
-            push_path_and_query(buf, req.path(), "");
-            fingerprint_of_key(buf)
-        })
-    }
-
     /// Looks the request up without awaiting, for stores that can answer at once
     /// ([`CacheStore::get_now`]). The key bytes are built in a reused per-thread buffer.
     /// `None`: the store has to be awaited.
-    fn lookup_now(&self, req: &ServiceRequest, now: SystemTime, forwarded: bool) -> Option<Lookup> {
-        if self.policy.visibility == Visibility::Private {
+    ///
+    /// `fingerprint`, when given, receives the resource's fingerprint
+    /// ([`ResourceKey::fingerprint`](crate::ResourceKey)), hashed from the same buffer, whether
+    /// or not the store could answer.
+    fn lookup_now(
+        &self,
+        req: &ServiceRequest,
+        now: SystemTime,
+        forwarded: bool,
+        fingerprint: Option<&mut u64>,
+    ) -> Option<Lookup> {
+        if self.policy.visibility == Visibility::Private && fingerprint.is_none() {
             return Some(Lookup::UriMiss);
         }
         with_key_buffer(|buf| {
             buf.extend_from_slice(b"GET\n");
             write_origin(req.request(), buf, forwarded);
-            push_path_and_query(buf, req.path(), req.query_string());
+            buf.push(b'\n');
+            buf.extend_from_slice(req.path().as_bytes());
+            if let Some(fingerprint) = fingerprint {
+                *fingerprint = word_hash(buf);
+            }
+            buf.push(b'\n');
+            buf.extend_from_slice(req.query_string().as_bytes());
+            if self.policy.visibility == Visibility::Private {
+                return Some(Lookup::UriMiss);
+            }
             let primary = match self.store.get_now(buf)?.map_err(log_get_error) {
                 Ok(primary) => primary,
                 Err(()) => return Some(Lookup::StoreFailed),
@@ -1087,15 +1101,16 @@ async fn write<S, B, St>(
     inner: Rc<Inner<St>>,
     req: ServiceRequest,
     prefetched: Option<Lookup>,
+    fingerprint: u64,
+    flags: RequestFlags,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
     St: CacheStore,
 {
-    let fingerprint = inner.fingerprint(req.request());
     let stores = inner.policy.visibility != Visibility::Private;
-    let conditional = conditional::has_preconditions(req.headers());
+    let conditional = flags.preconditions;
 
     // Conditional writes of one resource go one at a time: check, handler, marker.
     let _lock = if stores && conditional && req.extensions().get::<WriteLockHeld>().is_none() {
@@ -1127,7 +1142,9 @@ where
     let mut superseded: Vec<Box<[u8]>> = Vec::new();
     // A request with credentials the key does not separate was never served a stored entry
     // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
-    let credentials = inner.policy.has_unkeyed_credentials(req.headers());
+    let credentials = inner
+        .policy
+        .unkeyed_credentials(flags.authorization, flags.cookie);
     let current = match &lookup {
         Lookup::Hit { entry, .. } => match entry.kind() {
             EntryKind::Response(stored)
