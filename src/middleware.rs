@@ -445,6 +445,19 @@ where
 #[derive(Clone, Copy)]
 struct Handled;
 
+/// Put in a request's extensions by a `Cache` before it calls the services it wraps: an inner
+/// `Cache` then marks its responses [`Handled`]. Without an outer `Cache` there is nothing to
+/// mark, and a hit saves the allocation of the response's extension map.
+#[derive(Clone, Copy)]
+struct OuterCache;
+
+/// Marks `res` [`Handled`] when a `Cache` wraps this one.
+fn mark_handled<B>(req: &HttpRequest, res: &mut HttpResponse<B>) {
+    if req.extensions().contains::<OuterCache>() {
+        res.extensions_mut().insert(Handled);
+    }
+}
+
 /// The result of looking a request up in the store.
 enum Lookup {
     /// A fresh stored response, and the variant marker that led to it, if any.
@@ -685,6 +698,7 @@ where
     if req.method() == Method::HEAD {
         req.head_mut().method = Method::GET;
     }
+    req.extensions_mut().insert(OuterCache);
     let res = service.call(req).await?;
 
     if res.response().extensions().contains::<Handled>() {
@@ -718,7 +732,8 @@ where
         };
         log::trace!(target: LOG, "not stored {}: {}", res.request().path(), reason.detail());
         let mut res = res.map_into_left_body();
-        res.response_mut().extensions_mut().insert(Handled);
+        let (req, response) = (res.request().clone(), res.response_mut());
+        mark_handled(&req, response);
         mark_private(&inner.policy, res.headers_mut());
         if let Some(v) = inner.status(fwd, reason.detail_param()) {
             res.headers_mut().insert(cache_status(), v);
@@ -814,7 +829,7 @@ where
     if let Some(v) = inner.status(fwd, status_detail) {
         response.headers_mut().insert(cache_status(), v);
     }
-    response.extensions_mut().insert(Handled);
+    mark_handled(&http_req, &mut response);
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
 }
 
@@ -1057,7 +1072,7 @@ fn serve_hit<St>(
     if let Some(v) = &inner.policy.hit_status {
         res.headers_mut().append(cache_status(), v.clone());
     }
-    res.extensions_mut().insert(Handled);
+    mark_handled(req.request(), &mut res);
     req.into_response(res)
 }
 
