@@ -46,15 +46,7 @@ pub(crate) enum Preconditions {
 
 /// Whether the request carries any precondition header this module evaluates.
 pub(crate) fn has_preconditions(headers: &HeaderMap) -> bool {
-    crate::key::has_any(
-        headers,
-        &[
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-        ],
-    )
+    crate::key::RequestFlags::of(headers).preconditions
 }
 
 /// Evaluates preconditions in the order of RFC 9110 §13.2.2.

@@ -312,16 +312,6 @@ impl RequestFlags {
     }
 }
 
-/// Whether `headers` holds any of `names`. Requests carry few headers, so one pass over them
-/// (comparing standard names is comparing tags) beats a hash probe per name.
-pub(crate) fn has_any(headers: &HeaderMap, names: &[HeaderName]) -> bool {
-    if headers.len_keys() <= 2 * names.len() + 4 {
-        headers.keys().any(|key| names.contains(key))
-    } else {
-        names.iter().any(|name| headers.contains_key(name))
-    }
-}
-
 /// Appends `\n path \n query` to a key that holds its method class and origin.
 pub(crate) fn push_path_and_query(bytes: &mut Vec<u8>, path: &str, query: &str) {
     bytes.push(b'\n');

@@ -344,12 +344,7 @@ where
             // future is boxed and no owned key is built.
             if let Some(Lookup::Hit { entry, .. }) = &lookup {
                 if let EntryKind::Response(stored) = entry.kind() {
-                    if stored.shareable_with_credentials
-                        || !self
-                            .inner
-                            .policy
-                            .unkeyed_credentials(flags.authorization, flags.cookie)
-                    {
+                    if servable(&self.inner.policy, flags, stored) {
                         log::debug!(target: LOG, "hit {} {}", req.path(), req.query_string());
                         let res =
                             serve_hit(&self.inner, req, entry, stored, now, flags.preconditions);
@@ -670,7 +665,7 @@ where
     let fwd = match lookup {
         Lookup::Hit { entry, .. } => {
             if let EntryKind::Response(stored) = entry.kind() {
-                if servable(&inner.policy, &req, stored) {
+                if servable(&inner.policy, RequestFlags::of(req.headers()), stored) {
                     log::debug!(target: LOG, "hit {}", req.path());
                     let preconditions = conditional::has_preconditions(req.headers());
                     return Ok(serve_hit(
@@ -1078,8 +1073,9 @@ fn serve_hit<St>(
 
 /// Whether a stored response may answer this request. RFC 9111 §3.5: a request with
 /// credentials the key does not separate is answered only by a response marked shareable.
-fn servable(policy: &Policy, req: &ServiceRequest, stored: &StoredResponse) -> bool {
-    stored.shareable_with_credentials || !policy.has_unkeyed_credentials(req.headers())
+fn servable(policy: &Policy, flags: RequestFlags, stored: &StoredResponse) -> bool {
+    stored.shareable_with_credentials
+        || !policy.unkeyed_credentials(flags.authorization, flags.cookie)
 }
 
 /// `Age` values, prebuilt for the first hour so that a hit formats nothing.
@@ -1157,14 +1153,10 @@ where
     let mut superseded: Vec<Box<[u8]>> = Vec::new();
     // A request with credentials the key does not separate was never served a stored entry
     // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
-    let credentials = inner
-        .policy
-        .unkeyed_credentials(flags.authorization, flags.cookie);
     let current = match &lookup {
         Lookup::Hit { entry, .. } => match entry.kind() {
             EntryKind::Response(stored)
-                if stored.status.is_success()
-                    && (!credentials || stored.shareable_with_credentials) =>
+                if stored.status.is_success() && servable(&inner.policy, flags, stored) =>
             {
                 let etag = stored
                     .etag

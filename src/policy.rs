@@ -182,23 +182,10 @@ impl NotStored {
         }
     }
 
+    /// The reason alone, for the log: [`detail_param`](Self::detail_param) without its prefix.
     pub(crate) fn detail(self) -> &'static str {
-        match self {
-            Self::PolicyPrivate => "policy-private",
-            Self::Status => "status",
-            Self::Streaming => "streaming",
-            Self::TooLarge => "too-large",
-            Self::SetCookie => "set-cookie",
-            Self::NoStore => "no-store",
-            Self::RequestNoStore => "request-no-store",
-            Self::Private => "private",
-            Self::NoCache => "no-cache",
-            Self::VaryAny => "vary-star",
-            Self::VaryInvalid => "vary-invalid",
-            Self::Credentials => "credentials",
-            Self::InvalidFreshness => "invalid-freshness",
-            Self::Expired => "expired",
-        }
+        let param = self.detail_param();
+        param.strip_prefix("; detail=").unwrap_or(param)
     }
 }
 
