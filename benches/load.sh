@@ -5,7 +5,7 @@
 #   ROUNDS=3 DURATION=2 bash benches/load.sh
 #
 # Prints a markdown table: median req/s, p50 and p99 latency, and the median of the per-round
-# ratios to /bare/static. The server and wrk are pinned to separate cores when taskset exists.
+# ratios to /bare/static and to the no-cache reference that sends the same response. The server and wrk are pinned to separate cores when taskset exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +56,8 @@ endpoints=(
   "post|/cached/post|POST|"
   "barepost|/bare/post|POST|"
   "big|/cached/big|GET|"
+  "refhdr|/bare/headers|GET|"
+  "ref304|/bare/304|GET|If-None-Match: $etag"
 )
 
 # One wrk run; prints "req/s p50_ms p99_ms".
@@ -88,19 +90,25 @@ done
 python3 - "$results" "$DEPTH" <<'PY'
 import sys, statistics, collections
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-bare = {(r[0], r[1]): float(r[3]) for r in rows if r[2] == "bare"}
+rps = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
 by = collections.defaultdict(list)
-for rnd, depth, name, rps, p50, p99, bad in rows:
-    by[(depth, name)].append((float(rps), float(p50), float(p99), float(rps) / bare[(rnd, depth)]))
-print("| endpoint | pipelining | req/s (median) | p50 ms | p99 ms | ratio to /bare/static |")
-print("|---|---|---|---|---|---|")
+# Each cached endpoint against the handler that sends the same response without the cache.
+reference = {"hit": "refhdr", "304": "ref304", "post": "barepost"}
+for rnd, depth, name, r, p50, p99, bad in rows:
+    ref = reference.get(name)
+    by[(depth, name)].append((float(r), float(p50), float(p99), float(r) / rps[(rnd, depth, "bare")],
+                              float(r) / rps[(rnd, depth, ref)] if ref else None))
+print("| endpoint | pipelining | req/s (median) | p50 ms | p99 ms | ratio to /bare/static | ratio to its no-cache reference |")
+print("|---|---|---|---|---|---|---|")
 names = {"bare": "/bare/static", "hit": "/cached/slow (hit)", "304": "/cached/slow (304)",
-         "post": "/cached/post (POST)", "barepost": "/bare/post (POST, no cache)", "big": "/cached/big (64 KiB hit)"}
+         "post": "/cached/post (POST)", "barepost": "/bare/post (POST, no cache)", "big": "/cached/big (64 KiB hit)",
+         "refhdr": "/bare/headers (no cache, a hit's headers)", "ref304": "/bare/304 (no cache, a handler's 304)"}
 for depth in ("1", sys.argv[2]):
-    for name in ("bare", "hit", "304", "post", "barepost", "big"):
+    for name in ("bare", "refhdr", "hit", "ref304", "304", "barepost", "post", "big"):
         v = by[(depth, name)]
         med = lambda i: statistics.median(x[i] for x in v)
         # wrk records one latency per pipelined batch and prints 0 for its upper percentiles.
         p99 = f"{med(2):.3f}" if med(2) > 0 else "n/a"
-        print(f"| {names[name]} | {'none' if depth == '1' else depth} | {med(0):,.0f} | {med(1):.3f} | {p99} | {med(3):.2f} |")
+        ref = f"{med(4):.2f} (to {names[reference[name]].split()[0]})" if name in reference else ""
+        print(f"| {names[name]} | {'none' if depth == '1' else depth} | {med(0):,.0f} | {med(1):.3f} | {p99} | {med(3):.2f} | {ref} |")
 PY

@@ -7,6 +7,10 @@
 //! Arguments: the address to listen on (default `127.0.0.1:8090`) and the number of workers
 //! (default 1). Endpoints:
 //! - `GET /bare/static`: a fixed 1 KiB body, no middleware (the baseline);
+//! - `GET /bare/headers`: the same, with the four headers a hit adds (`ETag`, `Cache-Control`,
+//!   `Age`, `Cache-Status`) set by the handler: what those bytes alone cost, no cache involved;
+//! - `GET /bare/304`: a handler that answers `304 Not Modified` with the fields a cached 304
+//!   carries: the floor for the cache's 304 answers;
 //! - `GET /cached/slow`: the same 1 KiB after a 2 ms sleep, behind `Cache` (measured as hits);
 //! - `POST /cached/post`: a write that passes through `Cache` to a cheap handler;
 //! - `GET /cached/big`: a 64 KiB body behind `Cache`.
@@ -14,10 +18,32 @@
 use std::time::Duration;
 
 use actix_response_cache::{Cache, MemoryStore};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{
+    http::header::{self, HeaderMap, HeaderName, HeaderValue},
+    web, App, HttpResponse, HttpServer,
+};
 
 static SMALL: [u8; 1024] = [b'a'; 1024];
 static BIG: [u8; 64 * 1024] = [b'b'; 64 * 1024];
+fn cache(store: &MemoryStore) -> Cache<MemoryStore> {
+    Cache::new(store.clone()).cache_expiry(Duration::from_secs(3600))
+}
+
+/// The headers a hit adds, as static values (no allocation): an entity tag as long as the
+/// cache's (a quoted SHA-256 in hex), `Cache-Control`, `Age` and `Cache-Status`.
+fn add_hit_headers(headers: &mut HeaderMap) {
+    const ETAG: &str = "\"2edc986847e209b4016e141a6dc8716d3207350f416969382d431539bf292e4a\"";
+    headers.insert(header::ETAG, HeaderValue::from_static(ETAG));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    headers.insert(header::AGE, HeaderValue::from_static("0"));
+    headers.insert(
+        HeaderName::from_static("cache-status"),
+        HeaderValue::from_static("actix-response-cache; hit"),
+    );
+}
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
@@ -32,30 +58,49 @@ async fn main() -> std::io::Result<()> {
                 "/bare/static",
                 web::get().to(|| async { HttpResponse::Ok().body(&SMALL[..]) }),
             )
+            .route(
+                "/bare/headers",
+                web::get().to(|| async {
+                    let mut res = HttpResponse::Ok().body(&SMALL[..]);
+                    add_hit_headers(res.headers_mut());
+                    res
+                }),
+            )
+            .route(
+                "/bare/304",
+                web::get().to(|| async {
+                    let mut res = HttpResponse::NotModified().finish();
+                    add_hit_headers(res.headers_mut());
+                    res
+                }),
+            )
             // The same POST handler without the cache, for reference.
             .route(
                 "/bare/post",
                 web::post().to(|_body: web::Bytes| async { HttpResponse::Ok().body("ok") }),
             )
+            // Each cached endpoint is a resource with its own `Cache` (one store), as the bare
+            // ones are resources of the app: a scope would add a routing step of its own.
             .service(
-                web::scope("/cached")
-                    .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(3600)))
+                web::resource("/cached/slow")
+                    .wrap(cache(&store))
+                    .route(web::get().to(|| async {
+                        actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+                        HttpResponse::Ok().body(&SMALL[..])
+                    })),
+            )
+            .service(
+                web::resource("/cached/post")
+                    .wrap(cache(&store))
+                    // Reads the request body: an unread body makes actix close the connection.
                     .route(
-                        "/slow",
-                        web::get().to(|| async {
-                            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
-                            HttpResponse::Ok().body(&SMALL[..])
-                        }),
-                    )
-                    .route(
-                        "/post",
-                        // Reads the request body: an unread body makes actix close the connection.
                         web::post().to(|_body: web::Bytes| async { HttpResponse::Ok().body("ok") }),
-                    )
-                    .route(
-                        "/big",
-                        web::get().to(|| async { HttpResponse::Ok().body(&BIG[..]) }),
                     ),
+            )
+            .service(
+                web::resource("/cached/big")
+                    .wrap(cache(&store))
+                    .route(web::get().to(|| async { HttpResponse::Ok().body(&BIG[..]) })),
             )
     })
     .workers(workers)

@@ -14,6 +14,8 @@ use actix_web::{
     web::Bytes,
 };
 
+use crate::etag::EntityTag;
+
 /// One value held by a [`CacheStore`](crate::CacheStore).
 ///
 /// Stores treat entries as opaque: they keep them, hand them back, and use
@@ -60,13 +62,51 @@ pub(crate) struct StoredResponse {
     /// copied out whole, and takes a fraction of a `HeaderMap`'s memory.
     pub(crate) headers: Box<[(HeaderName, HeaderValue)]>,
     pub(crate) body: Bytes,
-    pub(crate) etag: Option<HeaderValue>,
+    /// The response's `ETag`, parsed once when stored; `None` also when it was malformed.
+    pub(crate) etag: Option<StoredTag>,
     pub(crate) last_modified: Option<SystemTime>,
     /// The response's age when it was stored (RFC 9111 §4.2.3): hits add the time since.
     pub(crate) initial_age: Duration,
     /// Whether the response may answer requests that carry credentials
     /// (`Authorization`, `Cookie`): RFC 9111 §3.5.
     pub(crate) shareable_with_credentials: bool,
+}
+
+/// A stored response's entity tag, parsed when it was stored so that hits judging a
+/// precondition do not parse it again.
+pub(crate) struct StoredTag {
+    value: HeaderValue,
+    weak: bool,
+    /// Where the quoted opaque tag lies in `value` (surrounding whitespace and `W/` excluded).
+    opaque: std::ops::Range<usize>,
+}
+
+impl StoredTag {
+    /// Parses an `ETag` field value; `None` when it is not one well-formed entity tag.
+    pub(crate) fn parse(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let tag = EntityTag::parse(bytes)?;
+        // `opaque` borrows from `bytes`: its offset is the distance between the two pointers.
+        let start = tag.opaque.as_ptr() as usize - bytes.as_ptr() as usize;
+        Some(Self {
+            value: value.clone(),
+            weak: tag.weak,
+            opaque: start..start + tag.opaque.len(),
+        })
+    }
+
+    /// The tag, borrowed.
+    pub(crate) fn tag(&self) -> EntityTag<'_> {
+        EntityTag {
+            weak: self.weak,
+            opaque: &self.value.as_bytes()[self.opaque.clone()],
+        }
+    }
+
+    /// The field value's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.value.len()
+    }
 }
 
 /// Kept at a resource's primary key when its response carries `Vary`.

@@ -77,6 +77,14 @@ pub(crate) fn match_list<'h>(
     current: Option<EntityTag<'_>>,
     comparison: Comparison,
 ) -> ListMatch {
+    // The common case: a field line that is exactly the tag the client was sent. A line equal
+    // to a well-formed tag is a well-formed one-member list that matches, and the field is then
+    // not `*`, so this is the full rule's answer without scanning member by member.
+    if let (Some(current), Some(line)) = (&current, lines.clone().next()) {
+        if is_exactly(line.as_bytes(), current, comparison) {
+            return ListMatch::Matched;
+        }
+    }
     if is_star(lines.clone()) {
         return ListMatch::Any;
     }
@@ -111,6 +119,23 @@ pub(crate) fn match_list<'h>(
         ListMatch::Matched
     } else {
         ListMatch::NotMatched
+    }
+}
+
+/// Whether `field` is byte for byte the tag `current`, in a form the comparison accepts: the
+/// strong tag itself for strong comparison; for weak comparison also its `W/` form, or its
+/// strong form when `current` is weak.
+fn is_exactly(field: &[u8], current: &EntityTag<'_>, comparison: Comparison) -> bool {
+    let (weak, opaque) = match field {
+        [b'W', b'/', rest @ ..] => (true, rest),
+        _ => (false, field),
+    };
+    if opaque != current.opaque {
+        return false;
+    }
+    match comparison {
+        Comparison::Strong => !weak && !current.weak,
+        Comparison::Weak => true,
     }
 }
 
@@ -158,23 +183,23 @@ fn parse_member(bytes: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
         [b'W', b'/', rest @ ..] => (true, rest),
         _ => (false, bytes),
     };
-    if rest.first() != Some(&b'"') {
-        return None;
-    }
-    // etagc = %x21 / %x23-7E / obs-text
-    let close = rest[1..].iter().position(|&b| !is_etagc(b))? + 1;
-    if rest[close] != b'"' {
+    let body = rest.strip_prefix(b"\"")?;
+    // The closing quote is the first DQUOTE (etagc excludes it); every byte before it must be
+    // etagc. Checking the whole run without an early exit lets the compiler vectorise it.
+    let close = body.iter().position(|&b| b == b'"')?;
+    if !body[..close].iter().fold(true, |ok, &b| ok & is_etagc(b)) {
         return None;
     }
     Some((
         EntityTag {
             weak,
-            opaque: &rest[..=close],
+            opaque: &rest[..close + 2],
         },
-        &rest[close + 1..],
+        &rest[close + 2..],
     ))
 }
 
+/// etagc = %x21 / %x23-7E / obs-text; DQUOTE is handled by the caller.
 fn is_etagc(b: u8) -> bool {
     b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
 }
@@ -293,6 +318,54 @@ mod tests {
         let current = EntityTag::parse(b"\"\xff\"");
         assert_eq!(
             match_list(std::iter::once(&value), current, Comparison::Strong),
+            ListMatch::Matched
+        );
+    }
+
+    #[test]
+    fn an_exact_field_matches_as_the_full_rule_says() {
+        // The fast path (the field is the tag itself) agrees with the member-by-member rule.
+        for (field, current, cmp, want) in [
+            ("\"a\"", "\"a\"", Comparison::Strong, ListMatch::Matched),
+            ("\"a\"", "\"a\"", Comparison::Weak, ListMatch::Matched),
+            ("W/\"a\"", "\"a\"", Comparison::Weak, ListMatch::Matched),
+            (
+                "W/\"a\"",
+                "\"a\"",
+                Comparison::Strong,
+                ListMatch::NotMatched,
+            ),
+            ("\"a\"", "W/\"a\"", Comparison::Weak, ListMatch::Matched),
+            (
+                "\"a\"",
+                "W/\"a\"",
+                Comparison::Strong,
+                ListMatch::NotMatched,
+            ),
+            (
+                "W/\"a\"",
+                "W/\"a\"",
+                Comparison::Strong,
+                ListMatch::NotMatched,
+            ),
+            ("\"a\"", "\"ab\"", Comparison::Weak, ListMatch::NotMatched),
+        ] {
+            assert_eq!(
+                eval(field, current, cmp),
+                want,
+                "{field} vs {current} ({cmp:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn members_with_bytes_outside_etagc_do_not_parse() {
+        assert!(EntityTag::parse(b"\"a b\"").is_none());
+        assert!(EntityTag::parse(b"\"a\x7fb\"").is_none());
+        assert!(EntityTag::parse(b"\"abc").is_none());
+        assert!(EntityTag::parse(b"\"\"").is_some());
+        assert_eq!(
+            eval("\"a b\", \"c\"", "\"c\"", Comparison::Weak),
             ListMatch::Matched
         );
     }

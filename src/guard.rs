@@ -8,43 +8,33 @@
 //! resource happened since. Either the write's collect or the miss's re-check then removes the
 //! stale entry, whatever the interleaving.
 //!
-//! The log is bounded: when it forgets a resource, every epoch up to the forgotten one counts as
-//! "written since", which at worst skips a store.
+//! The log is a fixed table of write epochs indexed by resource fingerprint, updated with atomic
+//! operations only, so that a write pays no lock. Two resources that share a slot only make a
+//! miss of one skip its store after a write of the other: never a wrong answer.
 
 use std::{
     collections::HashMap,
-    num::NonZeroUsize,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, OnceLock, Weak,
     },
 };
 
-use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::ResourceKey;
 
-const REMEMBERED_WRITES: usize = 16 * 1024;
+/// Slots in the write table: 16 Ki epochs, 128 KiB of zeroed static memory.
+const SLOTS: usize = 16 * 1024;
 
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
-struct WriteLog {
-    last_write: LruCache<u64, u64>,
-    /// Every write up to this epoch may have been forgotten.
-    floor: u64,
-}
+/// The epoch of the last write of every resource whose fingerprint falls in the slot.
+static LAST_WRITE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 
-fn log() -> &'static Mutex<WriteLog> {
-    static LOG: OnceLock<Mutex<WriteLog>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        Mutex::new(WriteLog {
-            last_write: LruCache::new(
-                NonZeroUsize::new(REMEMBERED_WRITES).unwrap_or(NonZeroUsize::MIN),
-            ),
-            floor: 0,
-        })
-    })
+fn slot(fingerprint: u64) -> &'static AtomicU64 {
+    // Fingerprints are hashes: their low bits are as good as any.
+    &LAST_WRITE[(fingerprint as usize) & (SLOTS - 1)]
 }
 
 /// The epoch a miss reads before it calls its handler.
@@ -53,24 +43,15 @@ pub(crate) fn epoch() -> u64 {
 }
 
 /// Records a completed write of the resource with this fingerprint
-/// ([`ResourceKey::fingerprint`]). Call before collecting its entries. A collision only makes a
-/// miss skip its store: never a wrong answer.
+/// ([`ResourceKey::fingerprint`]). Call before collecting its entries.
 pub(crate) fn record_write(key: u64) {
     let epoch = EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
-    let mut log = log().lock();
-    // `push` returns the old value of the same key, or the evicted least recently used entry.
-    if let Some((evicted, forgotten)) = log.last_write.push(key, epoch) {
-        if evicted != key {
-            log.floor = log.floor.max(forgotten);
-        }
-    }
+    slot(key).fetch_max(epoch, Ordering::SeqCst);
 }
 
 /// Whether `resource` may have been written since `epoch`.
 pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
-    let key = resource.fingerprint();
-    let log = log().lock();
-    log.floor > epoch || log.last_write.peek(&key).is_some_and(|&last| last > epoch)
+    slot(resource.fingerprint()).load(Ordering::SeqCst) > epoch
 }
 
 /// Conditional writes of one resource run one at a time in this process, so that two writes

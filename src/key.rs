@@ -86,36 +86,73 @@ impl ResourceKey {
 /// A fast, non-cryptographic hash, eight bytes at a time (the FxHash step). It only picks
 /// shards and race-guard slots; a collision costs a skipped store, never a wrong answer.
 pub(crate) fn word_hash(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mut h = bytes.len() as u64;
+    let mut h = 0;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        h = hash_step(h, word(chunk));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        h = hash_step(h, word(rest));
     }
+    hash_finish(h, bytes.len())
+}
+
+const HASH_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+fn hash_step(h: u64, word: u64) -> u64 {
+    (h.rotate_left(5) ^ word).wrapping_mul(HASH_K)
+}
+
+fn hash_finish(h: u64, len: usize) -> u64 {
+    let h = hash_step(h, len as u64);
     // Mix the high bits down: shards are picked by the low bits.
     h ^ (h >> 29)
 }
 
-/// The resource fingerprint of key bytes: a hash of the part up to the third `\n` (method
-/// class, origin and path), so every variant and query string of a resource shares it.
+/// Up to eight bytes as a little-endian word, zero-padded.
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+/// The high bit of every byte of `word` that is `\n`, and no other bit (exact, unlike the
+/// shorter "has zero byte" trick, whose borrows can mark the bytes after a match).
+fn newline_mask(word: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ 0x0a0a_0a0a_0a0a_0a0a;
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// The resource fingerprint of key bytes: [`word_hash`] of the part up to the third `\n`
+/// (method class, origin and path), so every variant and query string of a resource shares it.
+///
+/// It finds the end and hashes in one pass, eight bytes at a time: this runs on every lookup of
+/// a sharded [`MemoryStore`](crate::MemoryStore).
 pub(crate) fn fingerprint_of_key(key: &[u8]) -> u64 {
-    // The method class is `GET\n`; then origin and path, each ended by `\n`.
-    let mut end = key.len();
-    if let Some(rest) = key.get(4..) {
-        if let Some(origin_end) = rest.iter().position(|&b| b == b'\n') {
-            let path = &rest[origin_end + 1..];
-            end = 4 + origin_end + 1 + path.iter().position(|&b| b == b'\n').unwrap_or(path.len());
+    let mut h = 0;
+    let mut newlines = 0;
+    for (i, chunk) in key.chunks(8).enumerate() {
+        let word = word(chunk);
+        let mask = newline_mask(word);
+        let here = mask.count_ones();
+        if newlines + here >= 3 {
+            // Clear the newlines before the third one; its byte index ends the resource.
+            let mut m = mask;
+            for _ in 0..(2 - newlines) {
+                m &= m - 1;
+            }
+            let at = (m.trailing_zeros() / 8) as usize;
+            if at > 0 {
+                h = hash_step(h, word & (u64::MAX >> (64 - 8 * at)));
+            }
+            return hash_finish(h, i * 8 + at);
         }
+        newlines += here;
+        h = hash_step(h, word);
     }
-    word_hash(&key[..end])
+    hash_finish(h, key.len())
 }
 
 impl fmt::Debug for ResourceKey {
@@ -391,6 +428,44 @@ mod tests {
                 fingerprint_of_key(key.as_bytes())
             );
         }
+    }
+
+    #[test]
+    fn key_fingerprint_hashes_up_to_the_third_newline() {
+        // Every split of the newlines across the eight-byte words, against the plain rule.
+        let plain = |key: &[u8]| {
+            let mut seen = 0;
+            let end = key
+                .iter()
+                .position(|&b| {
+                    seen += usize::from(b == b'\n');
+                    seen == 3
+                })
+                .unwrap_or(key.len());
+            word_hash(&key[..end])
+        };
+        for origin_len in 0..20 {
+            for path_len in 0..20 {
+                let origin = "o".repeat(origin_len);
+                let path = "/".to_owned() + &"p".repeat(path_len);
+                for key in [
+                    format!("GET\n{origin}\n{path}\nq=1"),
+                    format!("GET\n{origin}\n{path}\n"),
+                    format!("GET\n{origin}\n{path}"),
+                ] {
+                    assert_eq!(
+                        fingerprint_of_key(key.as_bytes()),
+                        plain(key.as_bytes()),
+                        "{key:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(fingerprint_of_key(b""), word_hash(b""));
+        assert_eq!(
+            fingerprint_of_key(b"\xff\n\x8a\n\n\n"),
+            word_hash(b"\xff\n\x8a\n")
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 
 use crate::{
     conditional::{self, Current, Preconditions},
-    entry::{EntryKind, ModifiedMarker, StoredResponse, VariantMarker},
+    entry::{EntryKind, ModifiedMarker, StoredResponse, StoredTag, VariantMarker},
     etag::{self, EntityTag},
     guard,
     key::{push_variant, word_hash, KeyBuilder, RequestFlags},
@@ -327,7 +327,7 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = CacheFuture<S::Future, B>;
+    type Future = CacheFuture<S::Future, B, St>;
 
     forward_ready!(service);
 
@@ -373,6 +373,19 @@ where
                 flags.forwarded,
                 Some(&mut fingerprint),
             );
+            // The write pass-through: nothing of the resource is stored and the write asks for
+            // no precondition, so there is nothing to judge, collect or remember. The handler's
+            // future is polled in place, with no boxing.
+            if matches!(lookup, Some(Lookup::UriMiss))
+                && !flags.preconditions
+                && !self.inner.policy.collect_query_variants
+            {
+                return CacheFuture::WriteThrough {
+                    fut: self.service.call(req),
+                    inner: Rc::clone(&self.inner),
+                    fingerprint,
+                };
+            }
             let flow = write(
                 Rc::clone(&self.service),
                 Rc::clone(&self.inner),
@@ -403,36 +416,112 @@ fn is_unsafe(method: &Method) -> bool {
 }
 
 pin_project! {
-    /// The response future of [`CacheMiddleware`]: a pass-through of the inner service's own
-    /// future (other methods), or the boxed cache flow, which awaits the store.
+    /// The response future of [`CacheMiddleware`]: the inner service's own future polled in
+    /// place (other methods, and writes with nothing to judge or collect), a hit answered at
+    /// once, or the boxed cache flow, which awaits the store.
     #[doc(hidden)]
     #[project = CacheFutureProj]
-    pub enum CacheFuture<F, B> {
+    pub enum CacheFuture<F, B, St> {
         PassThrough { #[pin] fut: F },
         Ready { res: Option<ServiceResponse<EitherBody<B>>> },
         Store { fut: LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, Error>> },
+        WriteThrough { #[pin] fut: F, inner: Rc<Inner<St>>, fingerprint: u64 },
+        Collecting {
+            fut: LocalBoxFuture<'static, ()>,
+            res: Option<ServiceResponse<EitherBody<B>>>,
+        },
     }
 }
 
-impl<F, B> Future for CacheFuture<F, B>
+impl<F, B, St> Future for CacheFuture<F, B, St>
 where
     F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    St: CacheStore,
 {
     type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            CacheFutureProj::PassThrough { fut } => fut
-                .poll(cx)
-                .map(|res| res.map(ServiceResponse::map_into_left_body)),
-            CacheFutureProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                // Polled again after completion: a contract violation by the caller.
-                None => Poll::Pending,
-            },
-            CacheFutureProj::Store { fut } => fut.as_mut().poll(cx),
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let collecting = match self.as_mut().project() {
+            CacheFutureProj::PassThrough { fut } => {
+                return fut
+                    .poll(cx)
+                    .map(|res| res.map(ServiceResponse::map_into_left_body))
+            }
+            CacheFutureProj::Ready { res } => {
+                return match res.take() {
+                    Some(res) => Poll::Ready(Ok(res)),
+                    // Polled again after completion: a contract violation by the caller.
+                    None => Poll::Pending,
+                };
+            }
+            CacheFutureProj::Store { fut } => return fut.as_mut().poll(cx),
+            CacheFutureProj::WriteThrough {
+                fut,
+                inner,
+                fingerprint,
+            } => {
+                let res = match fut.poll(cx) {
+                    Poll::Ready(Ok(res)) => res,
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => return Poll::Pending,
+                };
+                match after_write(inner, &res, *fingerprint) {
+                    Some(fut) => CacheFuture::Collecting {
+                        fut,
+                        res: Some(res.map_into_left_body()),
+                    },
+                    None => return Poll::Ready(Ok(res.map_into_left_body())),
+                }
+            }
+            CacheFutureProj::Collecting { fut, res } => {
+                return match fut.as_mut().poll(cx) {
+                    Poll::Ready(()) => match res.take() {
+                        Some(res) => Poll::Ready(Ok(res)),
+                        None => Poll::Pending,
+                    },
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        };
+        self.set(collecting);
+        self.poll(cx)
+    }
+}
+
+/// What every successful write does, RFC 9111 §4.4: records the write of its target for the race
+/// guard, and returns the collection of the other same-origin URIs named by `Location` and
+/// `Content-Location`, if there are any. `None` for an error response, which invalidates nothing.
+fn after_write<St: CacheStore, B>(
+    inner: &Rc<Inner<St>>,
+    res: &ServiceResponse<B>,
+    fingerprint: u64,
+) -> Option<LocalBoxFuture<'static, ()>> {
+    let status = res.status();
+    if !(status.is_success() || status.is_redirection()) {
+        return None;
+    }
+    guard::record_write(fingerprint);
+    let mut others = Vec::new();
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(other) = same_origin_key(res.request(), res.headers().get(&name)) {
+            let is_target = other.resource().fingerprint() == fingerprint
+                && other.query() == res.request().query_string();
+            if !is_target {
+                guard::record_write(other.resource().fingerprint());
+                others.push(other);
+            }
         }
     }
+    if others.is_empty() {
+        return None;
+    }
+    let inner = Rc::clone(inner);
+    Some(Box::pin(async move {
+        for other in others {
+            let target = CollectTarget::new(other.resource().clone(), Some(other.query().into()));
+            collect(&inner, &other, target).await;
+        }
+    }))
 }
 
 /// Marks a response this crate already handled, so that an outer `Cache` passes it through:
@@ -917,7 +1006,7 @@ fn stored_response(
         .collect();
     StoredResponse {
         status,
-        etag: headers.get(header::ETAG).cloned(),
+        etag: headers.get(header::ETAG).and_then(StoredTag::parse),
         last_modified: conditional::http_date(headers, &header::LAST_MODIFIED),
         initial_age: policy::current_age(headers, now),
         headers: stored,
@@ -1029,10 +1118,7 @@ fn serve_hit<St>(
     // Parse the stored validators only when the request has a precondition to judge.
     let current = if stored.status.is_success() && preconditions {
         Current::Representation {
-            etag: stored
-                .etag
-                .as_ref()
-                .and_then(|v| EntityTag::parse(v.as_bytes())),
+            etag: stored.etag.as_ref().map(StoredTag::tag),
             last_modified: stored.last_modified,
         }
     } else {
@@ -1158,10 +1244,7 @@ where
             EntryKind::Response(stored)
                 if stored.status.is_success() && servable(&inner.policy, flags, stored) =>
             {
-                let etag = stored
-                    .etag
-                    .as_ref()
-                    .and_then(|v| EntityTag::parse(v.as_bytes()));
+                let etag = stored.etag.as_ref().map(StoredTag::tag);
                 if let Some(tag) = etag.filter(|t| !t.weak) {
                     superseded.push(tag.opaque.into());
                 }
@@ -1206,7 +1289,7 @@ where
 
     // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
     // may invalidate the same-origin URIs in Location and Content-Location.
-    guard::record_write(fingerprint);
+    let others = after_write(&inner, &res, fingerprint);
     // A marker is worth writing when it hides something or remembers something. Only the
     // methods known to change the representation leave one; an extension method may be
     // read-only (WebDAV's PROPFIND), so it only invalidates, as RFC 9111 §4.4 asks.
@@ -1229,17 +1312,8 @@ where
         )
         .await;
     }
-    for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        if let Some(other) = same_origin_key(res.request(), res.headers().get(&name)) {
-            let is_target = other.resource().fingerprint() == fingerprint
-                && other.query() == res.request().query_string();
-            if !is_target {
-                guard::record_write(other.resource().fingerprint());
-                let target =
-                    CollectTarget::new(other.resource().clone(), Some(other.query().into()));
-                collect(&inner, &other, target).await;
-            }
-        }
+    if let Some(others) = others {
+        others.await;
     }
 
     if let Some(key) = key.filter(|_| marks) {
