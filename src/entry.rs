@@ -70,6 +70,25 @@ pub(crate) struct StoredResponse {
     /// Whether the response may answer requests that carry credentials
     /// (`Authorization`, `Cookie`): RFC 9111 §3.5.
     pub(crate) shareable_with_credentials: bool,
+    /// Until when it is fresh. After that the entry is kept, stale, until it expires from the
+    /// store, so that it can be revalidated (RFC 9111 §4.3).
+    pub(crate) fresh_until: SystemTime,
+    /// Never served stale (`must-revalidate`, `proxy-revalidate`, shared-mode `s-maxage`).
+    pub(crate) must_revalidate: bool,
+    /// `immutable` (RFC 8246).
+    pub(crate) immutable: bool,
+}
+
+impl StoredResponse {
+    /// Whether it is still fresh at `now`.
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+        now < self.fresh_until
+    }
+
+    /// Whether it can be revalidated: it has an entity tag or a `Last-Modified`.
+    pub(crate) fn has_validator(&self) -> bool {
+        self.etag.is_some() || self.last_modified.is_some()
+    }
 }
 
 /// A stored response's entity tag, parsed when it was stored so that hits judging a
@@ -101,6 +120,11 @@ impl StoredTag {
             weak: self.weak,
             opaque: &self.value.as_bytes()[self.opaque.clone()],
         }
+    }
+
+    /// The field value as it was stored.
+    pub(crate) fn value(&self) -> &HeaderValue {
+        &self.value
     }
 
     /// The field value's length in bytes.
@@ -169,6 +193,9 @@ impl CacheEntry {
                 last_modified: None,
                 initial_age: Duration::ZERO,
                 shareable_with_credentials: false,
+                fresh_until: SystemTime::now() + ttl,
+                must_revalidate: false,
+                immutable: false,
             }),
         )
     }

@@ -323,6 +323,8 @@ pub(crate) struct RequestFlags {
     pub(crate) authorization: bool,
     pub(crate) cookie: bool,
     pub(crate) forwarded: bool,
+    /// `Cache-Control` or `Pragma`: request directives to judge.
+    pub(crate) cache_control: bool,
 }
 
 impl RequestFlags {
@@ -337,6 +339,7 @@ impl RequestFlags {
                 header::AUTHORIZATION => flags.authorization = true,
                 header::COOKIE => flags.cookie = true,
                 header::FORWARDED => flags.forwarded = true,
+                header::CACHE_CONTROL | header::PRAGMA => flags.cache_control = true,
                 _ => {
                     let n = name.as_str();
                     if n == "x-forwarded-host" || n == "x-forwarded-proto" {

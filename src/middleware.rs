@@ -30,7 +30,7 @@ use crate::{
     etag::{self, EntityTag},
     guard,
     key::{push_variant, word_hash, KeyBuilder, RequestFlags},
-    policy::{self, NotStored, Policy, Visibility},
+    policy::{self, Directives, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
     CacheEntry, CacheKey,
 };
@@ -269,6 +269,82 @@ impl<St> Cache<St> {
         })
     }
 
+    /// Makes this a shared cache in the sense of RFC 9111, for use in front of responses the
+    /// application does not control (a caching proxy, say): the response's own headers decide
+    /// whether and how long it is stored. A response without explicit freshness (`s-maxage`,
+    /// `max-age`, `Expires`) is not stored unless a
+    /// [`heuristic_freshness`](Self::heuristic_freshness) is set, `cache_expiry` only caps that
+    /// heuristic, no `Cache-Control` is added to stored responses, and request directives
+    /// (`max-age`, `max-stale`, `min-fresh`, `no-cache`, `only-if-cached`) are honoured.
+    ///
+    /// The default, application mode, uses `cache_expiry` as the lifetime of every stored
+    /// response, which the response's own directives can only lower, and ignores a client's
+    /// `no-cache` and `max-age`: one client must not be able to empty the cache for everyone.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(10_000)).shared();
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn shared(self) -> Self {
+        self.policy_mut(|p| p.shared = true)
+    }
+
+    /// In shared mode, lets a response without explicit freshness but with a `Last-Modified`
+    /// stay fresh for `fraction` of the time since it was last modified (RFC 9111 §4.2.2; 0.1
+    /// is the usual choice), at most `cache_expiry`. No effect in application mode.
+    ///
+    /// # Panics
+    /// Panics unless `0 < fraction <= 1`.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).shared().heuristic_freshness(0.1);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn heuristic_freshness(self, fraction: f32) -> Self {
+        assert!(
+            fraction > 0.0 && fraction <= 1.0,
+            "Cache::heuristic_freshness: the fraction must be in (0, 1]"
+        );
+        self.policy_mut(|p| p.heuristic = Some(fraction))
+    }
+
+    /// Sets how long a stale entry with a validator (`ETag` or `Last-Modified`) is kept so that
+    /// the next request revalidates it with a conditional request to the handler (RFC 9111
+    /// §4.3), rather than fetching it whole. Default 60 s; zero drops entries when they go stale.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).keep_stale(Duration::from_secs(600));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn keep_stale(self, keep: Duration) -> Self {
+        self.policy_mut(|p| p.keep_stale = keep)
+    }
+
+    /// Whether request `Cache-Control` directives (`max-age`, `max-stale`, `min-fresh`,
+    /// `no-cache`, and `Pragma: no-cache`) are honoured. Default: on in [`shared`](Self::shared)
+    /// mode, off in application mode. `no-store` and `only-if-cached` are always honoured.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).request_directives(true);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn request_directives(self, on: bool) -> Self {
+        self.policy_mut(|p| p.request_directives = Some(on))
+    }
+
     /// Sets the cache's name in `Cache-Status` (and turns the header on).
     ///
     /// # Panics
@@ -344,7 +420,13 @@ where
             // future is boxed and no owned key is built.
             if let Some(Lookup::Hit { entry, .. }) = &lookup {
                 if let EntryKind::Response(stored) = entry.kind() {
-                    if servable(&self.inner.policy, flags, stored) {
+                    // Request directives, when honoured, and stale entries take the full flow.
+                    let directives =
+                        flags.cache_control && self.inner.policy.honours_request_directives();
+                    if servable(&self.inner.policy, flags, stored)
+                        && stored.is_fresh(now)
+                        && !directives
+                    {
                         log::debug!(target: LOG, "hit {} {}", req.path(), req.query_string());
                         let res =
                             serve_hit(&self.inner, req, entry, stored, now, flags.preconditions);
@@ -751,29 +833,46 @@ where
         Lookup::Hit { marker, .. } => marker.clone(),
         _ => None,
     };
-    let fwd = match lookup {
-        Lookup::Hit { entry, .. } => {
-            if let EntryKind::Response(stored) = entry.kind() {
-                if servable(&inner.policy, RequestFlags::of(req.headers()), stored) {
-                    log::debug!(target: LOG, "hit {}", req.path());
-                    let preconditions = conditional::has_preconditions(req.headers());
-                    return Ok(serve_hit(
-                        &inner,
-                        req,
-                        &entry,
-                        stored,
-                        SystemTime::now(),
-                        preconditions,
-                    )
-                    .map_into_right_body());
+    let now = SystemTime::now();
+    let directives = request_directives(&inner.policy, req.headers());
+    // A stored response that may not be reused as it is, but can be revalidated.
+    let mut stale = None;
+    let fwd = match &lookup {
+        Lookup::Hit { entry, .. } => match entry.kind() {
+            EntryKind::Response(stored)
+                if servable(&inner.policy, RequestFlags::of(req.headers()), stored) =>
+            {
+                match reuse(stored, entry_age(entry, stored, now), now, &directives) {
+                    Ok(()) => {
+                        log::debug!(target: LOG, "hit {}", req.path());
+                        let preconditions = conditional::has_preconditions(req.headers());
+                        return Ok(serve_hit(&inner, req, entry, stored, now, preconditions)
+                            .map_into_right_body());
+                    }
+                    Err(fwd) => {
+                        if stored.has_validator() {
+                            stale = Some(entry.clone());
+                        }
+                        fwd
+                    }
                 }
             }
-            "fwd=bypass"
-        }
+            _ => "fwd=bypass",
+        },
         Lookup::VaryMiss(_) => "fwd=vary-miss",
         Lookup::StoreFailed => "fwd=miss; detail=store-error",
         Lookup::UriMiss | Lookup::Modified(_) => "fwd=uri-miss",
     };
+    // RFC 9111 §5.2.1.7: only-if-cached and nothing that may be reused: 504, no handler.
+    if directives.only_if_cached {
+        log::debug!(target: LOG, "only-if-cached {}: 504", req.path());
+        let mut res = HttpResponse::with_body(StatusCode::GATEWAY_TIMEOUT, ().boxed());
+        if let Some(v) = inner.status("", "detail=only-if-cached") {
+            res.headers_mut().insert(cache_status(), v);
+        }
+        mark_handled(req.request(), &mut res);
+        return Ok(req.into_response(res).map_into_right_body());
+    }
     log::debug!(target: LOG, "miss {} ({fwd})", req.path());
 
     // A HEAD miss is answered as a GET (the server drops the body on the wire), so that HEAD
@@ -782,11 +881,20 @@ where
     if req.method() == Method::HEAD {
         req.head_mut().method = Method::GET;
     }
+    // Revalidation (RFC 9111 §4.3.1): the handler gets the stored validators instead of the
+    // client's preconditions, which are judged here afterwards.
+    let conditions = match stale.as_ref().map(CacheEntry::kind) {
+        Some(EntryKind::Response(stored)) => Some(ask_revalidation(&mut req, stored)),
+        _ => None,
+    };
     req.extensions_mut().insert(OuterCache);
     let res = service.call(req).await?;
 
     if res.response().extensions().contains::<Handled>() {
         return Ok(res.map_into_left_body());
+    }
+    if let Some(entry) = stale.filter(|_| res.status() == StatusCode::NOT_MODIFIED) {
+        return Ok(refresh(&inner, res, &entry, conditions, fwd, epoch, marker).await);
     }
 
     let status = res.status();
@@ -854,7 +962,7 @@ where
             };
             prepare_stored_headers(&inner.policy, head.headers_mut(), &plan);
             let stored = stored_response(status, head.headers(), body.clone(), &plan, now);
-            let entry = CacheEntry::new(now, plan.ttl, EntryKind::Response(stored));
+            let entry = CacheEntry::new(now, plan.ttl + plan.keep, EntryKind::Response(stored));
             let marker = marker
                 .as_ref()
                 .filter(|m| matches!(m.kind(), EntryKind::Variants(_)));
@@ -889,7 +997,8 @@ where
             etag: etag.as_ref().and_then(|v| EntityTag::parse(v.as_bytes())),
             last_modified: conditional::http_date(head.headers(), &header::LAST_MODIFIED),
         };
-        conditional::evaluate(http_req.method(), http_req.headers(), &current)
+        let conditions = conditions.as_ref().unwrap_or(http_req.headers());
+        conditional::evaluate(http_req.method(), conditions, &current)
     } else {
         Preconditions::Proceed
     };
@@ -917,6 +1026,199 @@ where
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
 }
 
+/// The request directives this cache honours: all of them where the policy says so, else
+/// only `only-if-cached` (which cannot make the cache do more work for anyone).
+fn request_directives(policy: &Policy, headers: &HeaderMap) -> Directives {
+    let directives = Directives::of_request(headers);
+    if policy.honours_request_directives() {
+        directives
+    } else {
+        Directives {
+            only_if_cached: directives.only_if_cached,
+            ..Directives::default()
+        }
+    }
+}
+
+/// Whether a stored response of this `age` may answer the request as it is (RFC 9111 §4.2,
+/// §4.2.4, §5.2.1); `Err` holds the `Cache-Status` reason to forward it instead.
+fn reuse(
+    stored: &StoredResponse,
+    age: Duration,
+    now: SystemTime,
+    directives: &Directives,
+) -> Result<(), &'static str> {
+    let too_old = directives
+        .max_age
+        .is_some_and(|max| age > Duration::from_secs(max));
+    if stored.is_fresh(now) {
+        let remaining = stored.fresh_until.duration_since(now).unwrap_or_default();
+        // §5.2.1.4 no-cache and §5.2.1.1 max-age; RFC 8246: not for a fresh immutable response.
+        if (directives.no_cache || too_old) && !stored.immutable {
+            return Err("fwd=request");
+        }
+        // §5.2.1.3: min-fresh asks for at least that much freshness left.
+        if directives
+            .min_fresh
+            .is_some_and(|min| remaining < Duration::from_secs(min))
+        {
+            return Err("fwd=request");
+        }
+        return Ok(());
+    }
+    // §4.2.4: stale, served only where the request accepts it (§5.2.1.2 max-stale) and the
+    // response allows it (§5.2.2.2 must-revalidate and the like).
+    let staleness = now.duration_since(stored.fresh_until).unwrap_or_default();
+    let accepted = match directives.max_stale {
+        Some(None) => true,
+        Some(Some(max)) => staleness <= Duration::from_secs(max),
+        None => false,
+    };
+    if accepted
+        && !stored.must_revalidate
+        && !directives.no_cache
+        && !too_old
+        && directives.min_fresh.is_none()
+    {
+        Ok(())
+    } else {
+        Err("fwd=stale")
+    }
+}
+
+/// Turns `req` into a revalidation of `stored` (RFC 9111 §4.3.1): the client's precondition
+/// fields are taken out and returned, and the stored `ETag` and `Last-Modified` are sent as
+/// `If-None-Match` and `If-Modified-Since`.
+fn ask_revalidation(req: &mut ServiceRequest, stored: &StoredResponse) -> HeaderMap {
+    let headers = req.headers_mut();
+    let mut client = HeaderMap::new();
+    for name in [
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        for value in headers.remove(&name) {
+            client.append(name.clone(), value);
+        }
+    }
+    if let Some(tag) = &stored.etag {
+        headers.insert(header::IF_NONE_MATCH, tag.value().clone());
+    }
+    if let Some((_, modified)) = stored
+        .headers
+        .iter()
+        .find(|(name, _)| name == header::LAST_MODIFIED)
+    {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+    client
+}
+
+/// A `304` answered a revalidation: the stored response is refreshed with its fields (RFC 9111
+/// §4.3.4, §3.2) and stored again, and the client gets the refreshed response, or a 304 / 412
+/// for its own preconditions.
+async fn refresh<St: CacheStore, B>(
+    inner: &Rc<Inner<St>>,
+    res: ServiceResponse<B>,
+    entry: &CacheEntry,
+    conditions: Option<HeaderMap>,
+    fwd: &'static str,
+    epoch: u64,
+    marker: Option<CacheEntry>,
+) -> ServiceResponse<EitherBody<B>> {
+    let EntryKind::Response(stored) = entry.kind() else {
+        return res.map_into_left_body();
+    };
+    let fwd = if fwd == "fwd=request" {
+        "fwd=request; fwd-status=304"
+    } else {
+        "fwd=stale; fwd-status=304"
+    };
+    let (http_req, res) = res.into_parts();
+    // §4.3.4: a 304 with a strong entity tag other than the stored one is about another
+    // representation; the stored response is then not updated (but still answers: the handler
+    // said that what the client would get has not changed).
+    let other = res
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| EntityTag::parse(v.as_bytes()))
+        .zip(stored.etag.as_ref())
+        .is_some_and(|(new, old)| !new.strong_eq(&old.tag()));
+    let now = SystemTime::now();
+    let mut detail = "; detail=not-stored";
+    let mut answer = None;
+    if !other {
+        // §3.2: the 304's fields replace the stored ones of the same name, except the fields a
+        // cache does not store and Content-Length.
+        let mut headers = HeaderMap::new();
+        for (name, value) in stored.headers.iter() {
+            headers.append(name.clone(), value.clone());
+        }
+        let mut replaced: Vec<&HeaderName> = Vec::new();
+        for (name, value) in res.headers() {
+            if !is_stored_field(name) || named_by_connection(res.headers(), name) {
+                continue;
+            }
+            if !replaced.contains(&name) {
+                headers.remove(name);
+                replaced.push(name);
+            }
+            headers.append(name.clone(), value.clone());
+        }
+        match policy::storability(
+            &inner.policy,
+            http_req.headers(),
+            stored.status,
+            &headers,
+            now,
+        ) {
+            Ok(plan) => {
+                let fresh =
+                    stored_response(stored.status, &headers, stored.body.clone(), &plan, now);
+                let entry = CacheEntry::new(now, plan.ttl + plan.keep, EntryKind::Response(fresh));
+                let key = inner.key(&http_req);
+                let marker = marker
+                    .as_ref()
+                    .filter(|m| matches!(m.kind(), EntryKind::Variants(_)));
+                let stored_again = store_fresh(
+                    inner,
+                    &key,
+                    &plan,
+                    http_req.headers(),
+                    entry.clone(),
+                    marker,
+                    epoch,
+                )
+                .await;
+                if stored_again {
+                    log::debug!(target: LOG, "refreshed {key:?} for {}s", plan.ttl.as_secs());
+                    detail = "; stored";
+                }
+                answer = Some(entry);
+            }
+            Err(reason) => detail = reason.detail_param(),
+        }
+    }
+    let (entry, stored) = match answer.as_ref().map(|e| (e, e.kind())) {
+        Some((e, EntryKind::Response(fresh))) => (e, fresh),
+        _ => (entry, stored),
+    };
+    let conditions = conditions.filter(|c| !c.is_empty());
+    let mut response = answer_from_store(
+        stored,
+        entry_age(entry, stored, now),
+        http_req.method(),
+        conditions.as_ref(),
+    );
+    if let Some(v) = inner.status(fwd, detail) {
+        response.headers_mut().insert(cache_status(), v);
+    }
+    mark_handled(&http_req, &mut response);
+    ServiceResponse::new(http_req, response).map_into_right_body()
+}
+
 /// Under [`Visibility::Private`], tells downstream caches the same: `private, no-cache` where
 /// the handler set no `Cache-Control` (RFC 9111 §5.2.2.7).
 fn mark_private(policy: &Policy, headers: &mut HeaderMap) {
@@ -931,7 +1233,8 @@ fn mark_private(policy: &Policy, headers: &mut HeaderMap) {
 /// Adds what the cache promises to a response it stores: `Cache-Control` where the handler set
 /// none, and the policy's `cache_vary` names in `Vary`.
 fn prepare_stored_headers(policy: &Policy, headers: &mut HeaderMap, plan: &policy::StorePlan) {
-    if !headers.contains_key(header::CACHE_CONTROL) {
+    // A shared cache passes the response's own directives on unchanged.
+    if !policy.shared && !headers.contains_key(header::CACHE_CONTROL) {
         let secs = plan.ttl.as_secs();
         // A response stored per user must not be stored by shared caches downstream.
         let value = if plan.per_user {
@@ -1001,7 +1304,11 @@ fn stored_response(
 ) -> StoredResponse {
     let stored: Box<[(HeaderName, HeaderValue)]> = headers
         .iter()
-        .filter(|(name, _)| is_stored_field(name) && !named_by_connection(headers, name))
+        .filter(|(name, _)| {
+            is_stored_field(name)
+                && !named_by_connection(headers, name)
+                && !plan.strip.contains(name)
+        })
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     StoredResponse {
@@ -1012,6 +1319,9 @@ fn stored_response(
         headers: stored,
         body,
         shareable_with_credentials: plan.shareable_with_credentials,
+        fresh_until: now + plan.ttl,
+        must_revalidate: plan.must_revalidate,
+        immutable: plan.immutable,
     }
 }
 
@@ -1115,19 +1425,45 @@ fn serve_hit<St>(
     now: SystemTime,
     preconditions: bool,
 ) -> ServiceResponse<BoxBody> {
-    // Parse the stored validators only when the request has a precondition to judge.
-    let current = if stored.status.is_success() && preconditions {
-        Current::Representation {
-            etag: stored.etag.as_ref().map(StoredTag::tag),
-            last_modified: stored.last_modified,
+    let mut res = answer_from_store(
+        stored,
+        entry_age(entry, stored, now),
+        req.method(),
+        preconditions.then(|| req.headers()),
+    );
+    if let Some(v) = &inner.policy.hit_status {
+        res.headers_mut().append(cache_status(), v.clone());
+    }
+    mark_handled(req.request(), &mut res);
+    req.into_response(res)
+}
+
+/// RFC 9111 §4.2.3: the age the stored response had when stored plus the time it has been
+/// resident here.
+fn entry_age(entry: &CacheEntry, stored: &StoredResponse, now: SystemTime) -> Duration {
+    stored.initial_age + now.duration_since(entry.stored_at()).unwrap_or_default()
+}
+
+/// The answer a stored response gives to a request whose precondition fields are
+/// `conditions` (`None`: it has none): the stored response, a 304 or a 412, with `Age`.
+fn answer_from_store(
+    stored: &StoredResponse,
+    age: Duration,
+    method: &Method,
+    conditions: Option<&HeaderMap>,
+) -> HttpResponse<BoxBody> {
+    // Judge the stored validators only when the request has a precondition.
+    let outcome = match conditions {
+        Some(conditions) if stored.status.is_success() => {
+            let current = Current::Representation {
+                etag: stored.etag.as_ref().map(StoredTag::tag),
+                last_modified: stored.last_modified,
+            };
+            conditional::evaluate(method, conditions, &current)
         }
-    } else {
-        Current::Unknown
+        _ => Preconditions::Proceed,
     };
-    // RFC 9111 §4.2.3: the age it had when stored plus the time it has been resident here.
-    let resident = now.duration_since(entry.stored_at()).unwrap_or_default();
-    let age = (stored.initial_age + resident).as_secs();
-    let mut res = match conditional::evaluate(req.method(), req.headers(), &current) {
+    let mut res = match outcome {
         Preconditions::Proceed => {
             let mut res = HttpResponse::with_body(stored.status, stored.body.clone());
             // Appending into the pooled response head reuses its map; the clones are
@@ -1149,12 +1485,9 @@ fn serve_hit<St>(
     };
     // Stored headers never hold Age or Cache-Status (they are not stored), so appending is
     // enough.
-    res.headers_mut().append(header::AGE, age_value(age));
-    if let Some(v) = &inner.policy.hit_status {
-        res.headers_mut().append(cache_status(), v.clone());
-    }
-    mark_handled(req.request(), &mut res);
-    req.into_response(res)
+    res.headers_mut()
+        .append(header::AGE, age_value(age.as_secs()));
+    res
 }
 
 /// Whether a stored response may answer this request. RFC 9111 §3.5: a request with
@@ -1241,8 +1574,11 @@ where
     // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
     let current = match &lookup {
         Lookup::Hit { entry, .. } => match entry.kind() {
+            // A stale entry may no longer be current: only the handler can judge.
             EntryKind::Response(stored)
-                if stored.status.is_success() && servable(&inner.policy, flags, stored) =>
+                if stored.status.is_success()
+                    && servable(&inner.policy, flags, stored)
+                    && stored.is_fresh(SystemTime::now()) =>
             {
                 let etag = stored.etag.as_ref().map(StoredTag::tag);
                 if let Some(tag) = etag.filter(|t| !t.weak) {

@@ -67,6 +67,16 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
 /// ```
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a stale entry that has a validator is kept so that it can be revalidated
+/// (RFC 9111 §4.3) rather than fetched again: 60 seconds.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_KEEP_STALE};
+///
+/// assert_eq!(DEFAULT_KEEP_STALE, std::time::Duration::from_secs(60));
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
+pub const DEFAULT_KEEP_STALE: Duration = Duration::from_secs(60);
 /// The cache's name in `Cache-Status` (RFC 9211) unless configured otherwise.
 ///
 /// ```
@@ -88,6 +98,15 @@ pub(crate) struct Policy {
     pub(crate) cache_status: Option<String>,
     /// `Cache-Status` of a hit, prebuilt so that a hit formats nothing.
     pub(crate) hit_status: Option<HeaderValue>,
+    /// Shared-cache mode: the response's own headers decide freshness (RFC 9111 §4.2).
+    pub(crate) shared: bool,
+    /// The fraction of the time since `Last-Modified` a response without explicit freshness
+    /// stays fresh in shared mode (RFC 9111 §4.2.2); `None`: such responses are not stored.
+    pub(crate) heuristic: Option<f32>,
+    /// How long a stale entry with a validator is kept for revalidation (RFC 9111 §4.3).
+    pub(crate) keep_stale: Duration,
+    /// Whether request `Cache-Control` directives are honoured; `None`: the mode's default.
+    pub(crate) request_directives: Option<bool>,
 }
 
 impl Default for Policy {
@@ -101,6 +120,10 @@ impl Default for Policy {
             collect_query_variants: false,
             cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_owned()),
             hit_status: None,
+            shared: false,
+            heuristic: None,
+            keep_stale: DEFAULT_KEEP_STALE,
+            request_directives: None,
         };
         policy.rebuild();
         policy
@@ -117,6 +140,12 @@ impl Policy {
     pub(crate) fn status_value(&self, params: &str) -> Option<HeaderValue> {
         let name = self.cache_status.as_deref()?;
         HeaderValue::try_from(format!("{name}; {params}")).ok()
+    }
+
+    /// Whether request `Cache-Control` directives are honoured: set on the builder, else on in
+    /// shared mode and off in application mode.
+    pub(crate) fn honours_request_directives(&self) -> bool {
+        self.request_directives.unwrap_or(self.shared)
     }
 
     /// Whether the policy's key varies on `name`, which makes stored responses per-user when
@@ -159,6 +188,7 @@ pub(crate) enum NotStored {
     Credentials,
     InvalidFreshness,
     Expired,
+    NoFreshness,
 }
 
 impl NotStored {
@@ -179,6 +209,7 @@ impl NotStored {
             Self::Credentials => "; detail=credentials",
             Self::InvalidFreshness => "; detail=invalid-freshness",
             Self::Expired => "; detail=expired",
+            Self::NoFreshness => "; detail=no-freshness",
         }
     }
 
@@ -192,7 +223,17 @@ impl NotStored {
 /// How a storable response is stored.
 #[derive(Debug)]
 pub(crate) struct StorePlan {
+    /// How long the stored response is fresh (zero: revalidate before every reuse).
     pub(crate) ttl: Duration,
+    /// How long it is kept after that, stale, for revalidation (RFC 9111 §4.3).
+    pub(crate) keep: Duration,
+    /// `must-revalidate`, `proxy-revalidate`, or `s-maxage` in shared mode (§5.2.2.2, §5.2.2.8,
+    /// §5.2.2.10): never served stale.
+    pub(crate) must_revalidate: bool,
+    /// `immutable` (RFC 8246): a request's `no-cache` does not revalidate it while fresh.
+    pub(crate) immutable: bool,
+    /// Fields named by a qualified `private` or `no-cache` (§5.2.2.7, §5.2.2.4): not stored.
+    pub(crate) strip: Vec<HeaderName>,
     /// The header names that select this variant: the response's `Vary` and the policy's
     /// `cache_vary`, lowercased, sorted and deduplicated.
     pub(crate) vary: Vec<HeaderName>,
@@ -238,8 +279,15 @@ pub(crate) fn storability(
     if directives.no_store {
         return Err(NotStored::NoStore);
     }
-    // A shared cache must never replay one user's cookie to another.
-    if res.contains_key(header::SET_COOKIE) {
+    // A shared cache must never replay one user's cookie to another, unless the response asks
+    // for the field alone to be kept out (`private="set-cookie"`, `no-cache="set-cookie"`).
+    let strip: Vec<HeaderName> = directives
+        .private_fields
+        .iter()
+        .chain(&directives.no_cache_fields)
+        .cloned()
+        .collect();
+    if res.contains_key(header::SET_COOKIE) && !strip.contains(&header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
     let per_user_key = (req.contains_key(header::AUTHORIZATION)
@@ -248,11 +296,6 @@ pub(crate) fn storability(
     // §5.2.2.7: private responses are for one user; storable only where the key is per user.
     if directives.private && !per_user_key {
         return Err(NotStored::Private);
-    }
-    // §5.2.2.4: no-cache needs revalidation before every reuse; this cache does not store such
-    // responses rather than serve them unvalidated.
-    if directives.no_cache {
-        return Err(NotStored::NoCache);
     }
     let mut vary = parse_vary(res)?;
     vary.extend(policy.vary.iter().cloned());
@@ -269,16 +312,86 @@ pub(crate) fn storability(
     if directives.invalid {
         return Err(NotStored::InvalidFreshness);
     }
-    let ttl = lifetime(policy.expiry, &directives, res, now);
-    if ttl.is_zero() {
-        return Err(NotStored::Expired);
+    // A 2xx gets the cache's own ETag when it has none, so it always has a validator.
+    let validator = status.is_success()
+        || res.contains_key(header::ETAG)
+        || res.contains_key(header::LAST_MODIFIED);
+    // §5.2.2.4: no-cache responses may be stored, but are revalidated before every reuse.
+    let ttl = if directives.no_cache {
+        Duration::ZERO
+    } else {
+        freshness(policy, &directives, status, res, now).ok_or(NotStored::NoFreshness)?
+    };
+    let keep = if validator {
+        policy.keep_stale
+    } else {
+        Duration::ZERO
+    };
+    if ttl.is_zero() && keep.is_zero() {
+        return Err(if directives.no_cache {
+            NotStored::NoCache
+        } else {
+            NotStored::Expired
+        });
     }
     Ok(StorePlan {
         ttl,
+        keep,
+        must_revalidate: directives.must_revalidate
+            || directives.proxy_revalidate
+            || (policy.shared && directives.s_maxage.is_some()),
+        immutable: directives.immutable,
+        strip,
         vary,
         shareable_with_credentials: marked_shareable,
         per_user: per_user_key,
     })
+}
+
+/// How long a response stays fresh from `now`: its freshness lifetime less its current age
+/// (RFC 9111 §4.2). `None`: it has no freshness (shared mode, no explicit freshness and no
+/// heuristic that applies), so it is not stored.
+///
+/// - Application mode: the scope's `cache_expiry`, lowered by the response's own lifetime.
+/// - Shared mode: the response's own lifetime; without one, the configured heuristic (§4.2.2),
+///   a fraction of the time since `Last-Modified`, at most `cache_expiry`.
+fn freshness(
+    policy: &Policy,
+    directives: &Directives,
+    status: StatusCode,
+    res: &HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
+    if !policy.shared {
+        return Some(lifetime(policy.expiry, directives, res, now));
+    }
+    if let Some(own) = own_lifetime(directives, res, now) {
+        return Some(own.saturating_sub(current_age(res, now)));
+    }
+    // §4.2.2: a heuristic only for statuses that are heuristically cacheable.
+    let fraction = policy.heuristic.filter(|_| is_positive_cacheable(status))?;
+    let last_modified = http_date(res, &header::LAST_MODIFIED)?;
+    let since = http_date(res, &header::DATE)
+        .unwrap_or(now)
+        .duration_since(last_modified)
+        .unwrap_or_default();
+    let heuristic = since.mul_f32(fraction).min(policy.expiry);
+    Some(heuristic.saturating_sub(current_age(res, now)))
+}
+
+/// The response's own freshness lifetime, RFC 9111 §4.2.1: `s-maxage`, then `max-age`, then
+/// `Expires` minus `Date`; `None` when it has none.
+fn own_lifetime(directives: &Directives, res: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(s) = directives.s_maxage.or(directives.max_age) {
+        return Some(Duration::from_secs(s));
+    }
+    if !res.contains_key(header::EXPIRES) {
+        return None;
+    }
+    // §5.3: an invalid Expires (e.g. "0") means already expired.
+    let expires = http_date(res, &header::EXPIRES).unwrap_or(SystemTime::UNIX_EPOCH);
+    let date = http_date(res, &header::DATE).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or_default())
 }
 
 /// The scope's expiry lowered by what is left of the response's own freshness: its lifetime
@@ -290,21 +403,10 @@ fn lifetime(
     res: &HeaderMap,
     now: SystemTime,
 ) -> Duration {
-    let date = http_date(res, &header::DATE);
-    let own = if let Some(s) = directives.s_maxage {
-        Duration::from_secs(s)
-    } else if let Some(s) = directives.max_age {
-        Duration::from_secs(s)
-    } else if res.contains_key(header::EXPIRES) {
-        // §5.3: an invalid Expires (e.g. "0") means already expired.
-        let expires = http_date(res, &header::EXPIRES).unwrap_or(SystemTime::UNIX_EPOCH);
-        expires
-            .duration_since(date.unwrap_or(now))
-            .unwrap_or_default()
-    } else {
-        return expiry;
-    };
-    own.saturating_sub(current_age(res, now)).min(expiry)
+    match own_lifetime(directives, res, now) {
+        Some(own) => own.saturating_sub(current_age(res, now)).min(expiry),
+        None => expiry,
+    }
 }
 
 /// The age of a response received at `now` (RFC 9111 §4.2.3): the larger of the `Age` it
@@ -352,11 +454,24 @@ fn sort_names(names: &mut Vec<HeaderName>) {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Directives {
     pub(crate) no_store: bool,
+    /// Unqualified `no-cache`.
     pub(crate) no_cache: bool,
+    /// `no-cache="field, ..."` (§5.2.2.4): these fields are not reused without revalidation.
+    pub(crate) no_cache_fields: Vec<HeaderName>,
+    /// Unqualified `private`.
     pub(crate) private: bool,
+    /// `private="field, ..."` (§5.2.2.7): a shared cache stores the rest of the response.
+    pub(crate) private_fields: Vec<HeaderName>,
     pub(crate) public: bool,
+    pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) immutable: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
+    /// Request `max-stale`: `Some(None)` without a value (any staleness).
+    pub(crate) max_stale: Option<Option<u64>>,
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) only_if_cached: bool,
     /// A freshness directive had an invalid value: the response is treated as stale (§4.2.1).
     pub(crate) invalid: bool,
 }
@@ -380,20 +495,72 @@ impl Directives {
                 if eq("no-store") {
                     d.no_store = true;
                 } else if eq("no-cache") {
-                    d.no_cache = true;
+                    match value {
+                        Some(fields) => d.no_cache_fields.extend(field_names(fields)),
+                        None => d.no_cache = true,
+                    }
                 } else if eq("private") {
-                    d.private = true;
+                    match value {
+                        Some(fields) => d.private_fields.extend(field_names(fields)),
+                        None => d.private = true,
+                    }
                 } else if eq("public") {
                     d.public = true;
+                } else if eq("must-revalidate") {
+                    d.must_revalidate = true;
+                } else if eq("proxy-revalidate") {
+                    d.proxy_revalidate = true;
+                } else if eq("immutable") {
+                    d.immutable = true;
                 } else if eq("max-age") {
                     merge_seconds(&mut d.max_age, &mut d.invalid, value);
                 } else if eq("s-maxage") {
                     merge_seconds(&mut d.s_maxage, &mut d.invalid, value);
+                } else if eq("max-stale") {
+                    // §5.2.1.2: without a value, any staleness; an invalid value, none.
+                    d.max_stale = Some(value.map(|v| parse_delta_seconds(v).unwrap_or(0)));
+                } else if eq("min-fresh") {
+                    // An invalid min-fresh asks for more freshness than any response has.
+                    let secs = value
+                        .and_then(parse_delta_seconds)
+                        .unwrap_or(DELTA_SECONDS_MAX);
+                    d.min_fresh = Some(d.min_fresh.map_or(secs, |old| old.max(secs)));
+                } else if eq("only-if-cached") {
+                    d.only_if_cached = true;
                 }
             }
         }
         d
     }
+
+    /// The request directives of `req`: `Cache-Control`, or `Pragma: no-cache` when there is
+    /// no `Cache-Control` (RFC 9111 §5.4).
+    pub(crate) fn of_request(req: &HeaderMap) -> Self {
+        if req.contains_key(header::CACHE_CONTROL) {
+            return Self::parse(req.get_all(header::CACHE_CONTROL));
+        }
+        let no_cache = req.get_all(header::PRAGMA).any(|line| {
+            line.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+        });
+        Self {
+            no_cache,
+            ..Self::default()
+        }
+    }
+}
+
+/// The header names in a directive's quoted list argument; what is not a name is skipped.
+fn field_names(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
+    let value = value.trim_ascii();
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    value
+        .split(|&b| b == b',')
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
 }
 
 fn merge_seconds(slot: &mut Option<u64>, invalid: &mut bool, value: Option<&[u8]>) {
@@ -462,7 +629,11 @@ mod tests {
     #[test]
     fn directives_are_case_insensitive_and_quoted_values_hold_commas() {
         let d = cc("Public, MAX-AGE=5, private=\"set-cookie, x\", s-maxage=\"7\"");
-        assert!(d.public && d.private);
+        assert!(d.public && !d.private);
+        assert_eq!(
+            d.private_fields,
+            vec![header::SET_COOKIE, HeaderName::from_static("x")]
+        );
         assert_eq!(d.max_age, Some(5));
         assert_eq!(d.s_maxage, Some(7));
         assert!(!d.invalid);
@@ -513,6 +684,7 @@ mod tests {
             Credentials,
             InvalidFreshness,
             Expired,
+            NoFreshness,
         ] {
             assert_eq!(r.detail_param(), format!("; detail={}", r.detail()));
         }
