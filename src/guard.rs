@@ -64,23 +64,85 @@ pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
 pub(crate) async fn lock_conditional_write(
     resource: u64,
 ) -> futures_util::lock::OwnedMutexGuard<()> {
-    type Locks = HashMap<u64, Weak<futures_util::lock::Mutex<()>>>;
     static LOCKS: OnceLock<Mutex<Locks>> = OnceLock::new();
+    keyed_lock(&LOCKS, resource).lock_owned().await
+}
 
-    let lock = {
-        let mut locks = LOCKS.get_or_init(Default::default).lock();
-        if locks.len() > 1024 {
-            locks.retain(|_, weak| weak.strong_count() > 0);
+type AsyncLock = futures_util::lock::Mutex<()>;
+type Locks = HashMap<u64, Weak<AsyncLock>>;
+
+/// The async lock of `key` in `locks`, made when no one holds it. Locks nobody holds are
+/// dropped, and their slots swept once the map grows past 1024 keys.
+fn keyed_lock(locks: &OnceLock<Mutex<Locks>>, key: u64) -> Arc<AsyncLock> {
+    let mut locks = locks.get_or_init(Default::default).lock();
+    if locks.len() > 1024 {
+        locks.retain(|_, weak| weak.strong_count() > 0);
+    }
+    let slot = locks.entry(key).or_default();
+    match slot.upgrade() {
+        Some(lock) => lock,
+        None => {
+            let lock = Arc::new(AsyncLock::new(()));
+            *slot = Arc::downgrade(&lock);
+            lock
         }
-        let slot = locks.entry(resource).or_default();
-        match slot.upgrade() {
-            Some(lock) => lock,
-            None => {
-                let lock = Arc::new(futures_util::lock::Mutex::new(()));
-                *slot = Arc::downgrade(&lock);
-                lock
-            }
+    }
+}
+
+/// One request's place in the coalescing of concurrent misses for one key.
+pub(crate) enum Flight {
+    /// This request goes to the handler; the others wait until this guard is dropped.
+    Leader(#[allow(dead_code)] futures_util::lock::OwnedMutexGuard<()>),
+    /// Another request is at the handler: wait for [`Flight::landed`], then look again.
+    Follower(Arc<AsyncLock>),
+}
+
+impl Flight {
+    /// Joins the flight of the key with this hash, process-wide (every worker thread): the
+    /// first request in leads. A hash collision only makes a request wait for another's
+    /// response before it looks its own key up again.
+    pub(crate) fn join(key: u64) -> Self {
+        static FLIGHTS: OnceLock<Mutex<Locks>> = OnceLock::new();
+        let lock = keyed_lock(&FLIGHTS, key);
+        match Arc::clone(&lock).try_lock_owned() {
+            Some(guard) => Self::Leader(guard),
+            None => Self::Follower(lock),
         }
-    };
-    lock.lock_owned().await
+    }
+
+    /// Resolves when the leader is done (its guard dropped).
+    pub(crate) async fn landed(lock: Arc<AsyncLock>) {
+        drop(lock.lock_owned().await);
+    }
+}
+
+/// Keys whose last response could not be stored, and until when (seconds since the epoch):
+/// their misses are not coalesced, so that requests for a page that is never stored (private,
+/// `Set-Cookie`) do not queue behind each other. A fixed table like the write log; a collision
+/// only skips coalescing.
+static UNCACHEABLE_UNTIL: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+/// How long a key stays marked uncacheable after a response that could not be stored.
+const UNCACHEABLE_FOR: u64 = 60;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Remembers that the last response for the key with this hash could not be stored.
+pub(crate) fn mark_uncacheable(key: u64) {
+    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)]
+        .store(unix_secs() + UNCACHEABLE_FOR, Ordering::Relaxed);
+}
+
+/// Forgets [`mark_uncacheable`] once a response for the key was stored.
+pub(crate) fn mark_cacheable(key: u64) {
+    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)].store(0, Ordering::Relaxed);
+}
+
+/// Whether a recent response for the key could not be stored.
+pub(crate) fn is_uncacheable(key: u64) -> bool {
+    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)].load(Ordering::Relaxed) > unix_secs()
 }

@@ -178,8 +178,8 @@ pub use crate::{
     key::{CacheKey, ResourceKey},
     middleware::Cache,
     policy::{
-        Visibility, DEFAULT_CACHE_STATUS_NAME, DEFAULT_EXPIRY, DEFAULT_KEEP_STALE,
-        DEFAULT_MAX_BODY_SIZE, DEFAULT_STORE_TIMEOUT,
+        Visibility, DEFAULT_CACHE_STATUS_NAME, DEFAULT_COALESCE_WAIT, DEFAULT_EXPIRY,
+        DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE, DEFAULT_STORE_TIMEOUT,
     },
     store::{
         CacheStore, CollectTarget, CollectableStore, MemoryStore, StoreError, DEFAULT_MAX_BYTES,

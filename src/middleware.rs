@@ -28,7 +28,7 @@ use crate::{
     conditional::{self, Current, Preconditions},
     entry::{EntryKind, ModifiedMarker, StoredResponse, StoredTag, VariantMarker},
     etag::{self, EntityTag},
-    guard,
+    guard::{self, Flight},
     key::{push_variant, word_hash, KeyBuilder, RequestFlags},
     policy::{self, Directives, NotStored, Policy, Visibility},
     store::{CacheStore, CollectTarget, StoreError},
@@ -343,6 +343,25 @@ impl<St> Cache<St> {
     #[must_use]
     pub fn request_directives(self, on: bool) -> Self {
         self.policy_mut(|p| p.request_directives = Some(on))
+    }
+
+    /// Sets how long a miss waits when a request for the same key is already at the handler
+    /// (request coalescing): N concurrent misses call the handler once, and the others are
+    /// answered from what it stored. A request whose wait runs out, or whose leader's response
+    /// could not be stored, goes to the handler itself; keys whose responses are not stored
+    /// (`private`, `Set-Cookie`, ...) are not coalesced for a minute after. Default 5 s; zero
+    /// turns coalescing off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).coalesce_wait(Duration::from_secs(1));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn coalesce_wait(self, wait: Duration) -> Self {
+        self.policy_mut(|p| p.coalesce_wait = wait)
     }
 
     /// Sets the cache's name in `Cache-Status` (and turns the header on).
@@ -873,11 +892,38 @@ where
         mark_handled(req.request(), &mut res);
         return Ok(req.into_response(res).map_into_right_body());
     }
+    let mut req = req;
+    // Request coalescing: concurrent misses for one key call the handler once; the others wait
+    // for its response, within a bound, and are served from the store if it was stored.
+    let mut flight = None;
+    // A `Cache` around this one already coalesces: waiting on its flight would wait on itself.
+    let nested = req.extensions().contains::<OuterCache>();
+    if !nested && coalesces(&inner.policy, req.headers()) {
+        let k = key.get_or_insert_with(|| inner.key(req.request()));
+        let hash = word_hash(k.as_bytes());
+        if !guard::is_uncacheable(hash) {
+            match Flight::join(hash) {
+                Flight::Leader(guard) => flight = Some((hash, guard)),
+                Flight::Follower(lock) => {
+                    let wait = actix_web::rt::time::timeout(
+                        inner.policy.coalesce_wait,
+                        Flight::landed(lock),
+                    );
+                    if wait.await.is_ok() {
+                        match collapsed_hit(&inner, req, k, fwd).await {
+                            Ok(res) => return Ok(res.map_into_right_body()),
+                            Err(back) => req = back,
+                        }
+                    }
+                    // Not stored, or the leader is too slow: this request goes itself.
+                }
+            }
+        }
+    }
     log::debug!(target: LOG, "miss {} ({fwd})", req.path());
 
     // A HEAD miss is answered as a GET (the server drops the body on the wire), so that HEAD
     // answers the same whether or not the entry is stored, and fills the entry HEAD shares.
-    let mut req = req;
     if req.method() == Method::HEAD {
         req.head_mut().method = Method::GET;
     }
@@ -914,6 +960,9 @@ where
     // Buffer only what is used: a 2xx body gets an ETag and preconditions, a storable one is
     // stored. Everything else passes through untouched and unbuffered.
     if !within_limit || (!status.is_success() && plan.is_err()) {
+        if let Some((hash, _)) = &flight {
+            guard::mark_uncacheable(*hash);
+        }
         let reason = if !within_limit {
             match res.response().body().size() {
                 BodySize::Stream => NotStored::Streaming,
@@ -979,12 +1028,18 @@ where
             {
                 log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
                 status_detail = "; stored";
+                if let Some((hash, _)) = &flight {
+                    guard::mark_cacheable(*hash);
+                }
             } else {
                 status_detail = "; detail=not-stored";
             }
         }
         Err(reason) => {
             log::trace!(target: LOG, "not stored {}: {}", http_req.path(), reason.detail());
+            if let Some((hash, _)) = &flight {
+                guard::mark_uncacheable(*hash);
+            }
             mark_private(&inner.policy, head.headers_mut());
             status_detail = reason.detail_param();
         }
@@ -1024,6 +1079,46 @@ where
     }
     mark_handled(&http_req, &mut response);
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
+}
+
+/// Whether misses of this request may be coalesced with others: the policy allows it, and the
+/// request could be answered from a stored response (no credentials the key does not separate).
+fn coalesces(policy: &Policy, headers: &HeaderMap) -> bool {
+    !policy.coalesce_wait.is_zero()
+        && policy.visibility != Visibility::Private
+        && !policy.has_unkeyed_credentials(headers)
+}
+
+/// After waiting for a coalesced miss: the response the leader stored, if it may answer this
+/// request, with `Cache-Status` `<fwd>; collapsed` (RFC 9211 §2.6). `Err` gives the request
+/// back to go to the handler itself.
+async fn collapsed_hit<St: CacheStore>(
+    inner: &Rc<Inner<St>>,
+    req: ServiceRequest,
+    key: &CacheKey,
+    fwd: &'static str,
+) -> Result<ServiceResponse<BoxBody>, ServiceRequest> {
+    let now = SystemTime::now();
+    let lookup = inner.lookup(key, req.headers()).await;
+    let Lookup::Hit { entry, .. } = lookup else {
+        return Err(req);
+    };
+    let EntryKind::Response(stored) = entry.kind() else {
+        return Err(req);
+    };
+    let directives = request_directives(&inner.policy, req.headers());
+    if !servable(&inner.policy, RequestFlags::of(req.headers()), stored)
+        || reuse(stored, entry_age(&entry, stored, now), now, &directives).is_err()
+    {
+        return Err(req);
+    }
+    log::debug!(target: LOG, "collapsed {}", req.path());
+    let preconditions = conditional::has_preconditions(req.headers());
+    let mut res = serve_hit(inner, req, &entry, stored, now, preconditions);
+    if let Some(v) = inner.status(fwd, "; collapsed") {
+        res.headers_mut().insert(cache_status(), v);
+    }
+    Ok(res)
 }
 
 /// The request directives this cache honours: all of them where the policy says so, else

@@ -77,6 +77,16 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
 /// ```
 pub const DEFAULT_KEEP_STALE: Duration = Duration::from_secs(60);
+/// How long a miss waits for a concurrent request for the same key that is already at the
+/// handler, before it goes to the handler itself: 5 seconds.
+///
+/// ```
+/// use actix_response_cache::{Cache, MemoryStore, DEFAULT_COALESCE_WAIT};
+///
+/// assert_eq!(DEFAULT_COALESCE_WAIT, std::time::Duration::from_secs(5));
+/// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
+/// ```
+pub const DEFAULT_COALESCE_WAIT: Duration = Duration::from_secs(5);
 /// The cache's name in `Cache-Status` (RFC 9211) unless configured otherwise.
 ///
 /// ```
@@ -107,6 +117,8 @@ pub(crate) struct Policy {
     pub(crate) keep_stale: Duration,
     /// Whether request `Cache-Control` directives are honoured; `None`: the mode's default.
     pub(crate) request_directives: Option<bool>,
+    /// How long a coalesced miss waits for the request at the handler; zero: no coalescing.
+    pub(crate) coalesce_wait: Duration,
 }
 
 impl Default for Policy {
@@ -124,6 +136,7 @@ impl Default for Policy {
             heuristic: None,
             keep_stale: DEFAULT_KEEP_STALE,
             request_directives: None,
+            coalesce_wait: DEFAULT_COALESCE_WAIT,
         };
         policy.rebuild();
         policy
