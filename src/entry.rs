@@ -77,12 +77,20 @@ pub(crate) struct StoredResponse {
     pub(crate) must_revalidate: bool,
     /// `immutable` (RFC 8246).
     pub(crate) immutable: bool,
+    /// RFC 5861 windows after `fresh_until`.
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl StoredResponse {
     /// Whether it is still fresh at `now`.
     pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
         now < self.fresh_until
+    }
+
+    /// Whether it is stale, but within `window` of the end of its freshness.
+    pub(crate) fn is_stale_within(&self, now: SystemTime, window: Duration) -> bool {
+        !self.is_fresh(now) && now < self.fresh_until + window
     }
 
     /// Whether it can be revalidated: it has an entity tag or a `Last-Modified`.
@@ -196,6 +204,8 @@ impl CacheEntry {
                 fresh_until: SystemTime::now() + ttl,
                 must_revalidate: false,
                 immutable: false,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
             }),
         )
     }

@@ -21,7 +21,7 @@ use actix_web::{
     web::Bytes,
     Error, HttpMessage, HttpRequest, HttpResponse,
 };
-use futures_util::future::LocalBoxFuture;
+use futures_util::{future::LocalBoxFuture, FutureExt};
 use pin_project_lite::pin_project;
 
 use crate::{
@@ -362,6 +362,42 @@ impl<St> Cache<St> {
     #[must_use]
     pub fn coalesce_wait(self, wait: Duration) -> Self {
         self.policy_mut(|p| p.coalesce_wait = wait)
+    }
+
+    /// Sets the `stale-while-revalidate` window (RFC 5861 §3) of stored responses that do not
+    /// carry one: for this long after it goes stale, a response is served at once while a
+    /// single request revalidates it in the background. Default zero (off). Never applies to
+    /// responses marked `must-revalidate`, `proxy-revalidate` or `no-cache` (or `s-maxage` in
+    /// shared mode).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache =
+    ///     Cache::new(MemoryStore::new(100)).stale_while_revalidate(Duration::from_secs(30));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn stale_while_revalidate(self, window: Duration) -> Self {
+        self.policy_mut(|p| p.stale_while_revalidate = window)
+    }
+
+    /// Sets the `stale-if-error` window (RFC 5861 §4) of stored responses that do not carry
+    /// one: for this long after it goes stale, a response is served when the handler answers
+    /// 500, 502, 503 or 504 instead. Default zero (off); the same directives as for
+    /// [`stale_while_revalidate`](Self::stale_while_revalidate) forbid it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).stale_if_error(Duration::from_secs(300));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn stale_if_error(self, window: Duration) -> Self {
+        self.policy_mut(|p| p.stale_if_error = window)
     }
 
     /// Sets the cache's name in `Cache-Status` (and turns the header on).
@@ -831,7 +867,7 @@ async fn read<S, B, St>(
     prefetched: Option<Lookup>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody + 'static,
     St: CacheStore,
 {
@@ -854,8 +890,11 @@ where
     };
     let now = SystemTime::now();
     let directives = request_directives(&inner.policy, req.headers());
+    let background = req.extensions().contains::<BackgroundRefresh>();
     // A stored response that may not be reused as it is, but can be revalidated.
     let mut stale = None;
+    // A stale response RFC 5861 `stale-if-error` lets answer if the handler fails.
+    let mut fallback = None;
     let fwd = match &lookup {
         Lookup::Hit { entry, .. } => match entry.kind() {
             EntryKind::Response(stored)
@@ -869,6 +908,22 @@ where
                             .map_into_right_body());
                     }
                     Err(fwd) => {
+                        // RFC 5861 §3: serve it now and revalidate it once, in the background.
+                        if !background
+                            && fwd == "fwd=stale"
+                            && !directives.no_cache
+                            && directives.max_age.is_none()
+                            && directives.min_fresh.is_none()
+                            && stored.is_stale_within(now, stored.stale_while_revalidate)
+                        {
+                            return Ok(serve_while_revalidating(
+                                &service, &inner, req, entry, stored, now,
+                            )
+                            .map_into_right_body());
+                        }
+                        if stored.is_stale_within(now, stored.stale_if_error) {
+                            fallback = Some(entry.clone());
+                        }
                         if stored.has_validator() {
                             stale = Some(entry.clone());
                         }
@@ -898,7 +953,8 @@ where
     let mut flight = None;
     // A `Cache` around this one already coalesces: waiting on its flight would wait on itself.
     let nested = req.extensions().contains::<OuterCache>();
-    if !nested && coalesces(&inner.policy, req.headers()) {
+    // A background refresh already holds its key's flight.
+    if !nested && !background && coalesces(&inner.policy, req.headers()) {
         let k = key.get_or_insert_with(|| inner.key(req.request()));
         let hash = word_hash(k.as_bytes());
         if !guard::is_uncacheable(hash) {
@@ -938,6 +994,16 @@ where
 
     if res.response().extensions().contains::<Handled>() {
         return Ok(res.map_into_left_body());
+    }
+    // RFC 5861 §4: the handler failed, and a stale response may stand in for it.
+    if let Some(entry) = fallback {
+        if let (Some(fwd), EntryKind::Response(stored)) =
+            (error_forward(res.status()), entry.kind())
+        {
+            let (http_req, _) = res.into_parts();
+            let res = serve_stale_on_error(&inner, http_req, &entry, stored, conditions, fwd);
+            return Ok(res);
+        }
     }
     if let Some(entry) = stale.filter(|_| res.status() == StatusCode::NOT_MODIFIED) {
         return Ok(refresh(&inner, res, &entry, conditions, fwd, epoch, marker).await);
@@ -1119,6 +1185,171 @@ async fn collapsed_hit<St: CacheStore>(
         res.headers_mut().insert(cache_status(), v);
     }
     Ok(res)
+}
+
+/// Put in the extensions of a request that refreshes a stale entry in the background.
+#[derive(Clone, Copy)]
+struct BackgroundRefresh;
+
+/// The `Cache-Status` forward of a failed handler whose response `stale-if-error` may replace
+/// (RFC 5861 §4: 500, 502, 503 and 504).
+fn error_forward(status: StatusCode) -> Option<&'static str> {
+    Some(match status.as_u16() {
+        500 => "fwd=stale; fwd-status=500",
+        502 => "fwd=stale; fwd-status=502",
+        503 => "fwd=stale; fwd-status=503",
+        504 => "fwd=stale; fwd-status=504",
+        _ => return None,
+    })
+}
+
+/// Answers with a stale stored response in place of the handler's error (RFC 5861 §4).
+fn serve_stale_on_error<St: CacheStore, B>(
+    inner: &Inner<St>,
+    http_req: HttpRequest,
+    entry: &CacheEntry,
+    stored: &StoredResponse,
+    conditions: Option<HeaderMap>,
+    fwd: &'static str,
+) -> ServiceResponse<EitherBody<B>> {
+    log::warn!(target: LOG, "handler failed for {}: serving it stale", http_req.path());
+    // The client's own preconditions: taken aside for a revalidation, else still on the request.
+    let conditions = match &conditions {
+        Some(c) => Some(c).filter(|c| !c.is_empty()),
+        None => conditional::has_preconditions(http_req.headers()).then(|| http_req.headers()),
+    };
+    let mut res = answer_from_store(
+        stored,
+        entry_age(entry, stored, SystemTime::now()),
+        http_req.method(),
+        conditions,
+    );
+    if let Some(v) = inner.status(fwd, "; detail=stale-if-error") {
+        res.headers_mut().insert(cache_status(), v);
+    }
+    mark_handled(&http_req, &mut res);
+    ServiceResponse::new(http_req, res).map_into_right_body()
+}
+
+/// RFC 5861 §3: answers with the stale `stored` response at once, and, unless a request for the
+/// key is already at the handler, revalidates it in the background with this request once the
+/// client's response is done with it. actix routing needs sole ownership of a request (see
+/// DESIGN, "Pitfalls"), so the refresh waits until the response's body has been dropped.
+fn serve_while_revalidating<S, B, St>(
+    service: &Rc<S>,
+    inner: &Rc<Inner<St>>,
+    req: ServiceRequest,
+    entry: &CacheEntry,
+    stored: &StoredResponse,
+    now: SystemTime,
+) -> ServiceResponse<BoxBody>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+    St: CacheStore,
+{
+    let preconditions = conditional::has_preconditions(req.headers());
+    let hash = word_hash(inner.key(req.request()).as_bytes());
+    let (http_req, payload) = req.into_parts();
+    let mut res = answer_from_store(
+        stored,
+        entry_age(entry, stored, now),
+        http_req.method(),
+        preconditions.then(|| http_req.headers()),
+    );
+    if let Some(v) = inner.status("hit", "; detail=stale-while-revalidate") {
+        res.headers_mut().insert(cache_status(), v);
+    }
+    mark_handled(&http_req, &mut res);
+    // One refresh per key at a time: when a request for it is at the handler, that is enough.
+    let Flight::Leader(flight) = Flight::join(hash) else {
+        return ServiceResponse::new(http_req, res);
+    };
+    log::debug!(target: LOG, "stale-while-revalidate {}: refreshing", http_req.path());
+    let signal = Rc::new(DropSignal::default());
+    let res = res.map_body(|_, body| {
+        BoxBody::new(SignalOnDrop {
+            body,
+            signal: Rc::clone(&signal),
+        })
+    });
+    let (service, inner, background) = (Rc::clone(service), Rc::clone(inner), http_req.clone());
+    actix_web::rt::spawn(async move {
+        signal.dropped().await;
+        let req = ServiceRequest::from_parts(background, payload);
+        req.extensions_mut().insert(BackgroundRefresh);
+        let refresh: LocalBoxFuture<'static, _> =
+            Box::pin(read(service, inner, req, guard::epoch(), None));
+        // A clone of the request kept by some outer middleware would make routing panic; the
+        // refresh is then given up, and the next request in the window tries again.
+        match std::panic::AssertUnwindSafe(refresh).catch_unwind().await {
+            Ok(Ok(res)) => {
+                log::debug!(target: LOG, "refreshed in the background: {}", res.status())
+            }
+            Ok(Err(err)) => log::warn!(target: LOG, "background refresh failed: {err}"),
+            Err(_) => log::warn!(target: LOG, "background refresh given up: request still shared"),
+        }
+        drop(flight);
+    });
+    ServiceResponse::new(http_req, res)
+}
+
+/// Set when a response body is dropped: written out, or abandoned with its connection.
+#[derive(Default)]
+struct DropSignal {
+    dropped: std::cell::Cell<bool>,
+    waker: std::cell::RefCell<Option<std::task::Waker>>,
+}
+
+impl DropSignal {
+    fn fire(&self) {
+        self.dropped.set(true);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    async fn dropped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.dropped.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+pin_project! {
+    /// A body that fires its [`DropSignal`] when dropped.
+    struct SignalOnDrop {
+        #[pin]
+        body: BoxBody,
+        signal: Rc<DropSignal>,
+    }
+
+    impl PinnedDrop for SignalOnDrop {
+        fn drop(this: Pin<&mut Self>) {
+            this.signal.fire();
+        }
+    }
+}
+
+impl MessageBody for SignalOnDrop {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
 }
 
 /// The request directives this cache honours: all of them where the policy says so, else
@@ -1417,6 +1648,8 @@ fn stored_response(
         fresh_until: now + plan.ttl,
         must_revalidate: plan.must_revalidate,
         immutable: plan.immutable,
+        stale_while_revalidate: plan.stale_while_revalidate,
+        stale_if_error: plan.stale_if_error,
     }
 }
 

@@ -119,6 +119,9 @@ pub(crate) struct Policy {
     pub(crate) request_directives: Option<bool>,
     /// How long a coalesced miss waits for the request at the handler; zero: no coalescing.
     pub(crate) coalesce_wait: Duration,
+    /// Defaults for responses without the RFC 5861 directives of their own.
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl Default for Policy {
@@ -137,6 +140,8 @@ impl Default for Policy {
             keep_stale: DEFAULT_KEEP_STALE,
             request_directives: None,
             coalesce_wait: DEFAULT_COALESCE_WAIT,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
         };
         policy.rebuild();
         policy
@@ -247,6 +252,9 @@ pub(crate) struct StorePlan {
     pub(crate) immutable: bool,
     /// Fields named by a qualified `private` or `no-cache` (§5.2.2.7, §5.2.2.4): not stored.
     pub(crate) strip: Vec<HeaderName>,
+    /// RFC 5861 windows after freshness ends; zero where a directive forbids serving stale.
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
     /// The header names that select this variant: the response's `Vary` and the policy's
     /// `cache_vary`, lowercased, sorted and deduplicated.
     pub(crate) vary: Vec<HeaderName>,
@@ -335,11 +343,30 @@ pub(crate) fn storability(
     } else {
         freshness(policy, &directives, status, res, now).ok_or(NotStored::NoFreshness)?
     };
+    let must_revalidate = directives.must_revalidate
+        || directives.proxy_revalidate
+        || (policy.shared && directives.s_maxage.is_some());
+    // RFC 9111 §4.2.4: no stale response where a directive forbids it; RFC 5861 windows from
+    // the response, else the builder's defaults.
+    let window = |own: Option<u64>, default: Duration| {
+        if must_revalidate || directives.no_cache {
+            Duration::ZERO
+        } else {
+            own.map_or(default, Duration::from_secs)
+        }
+    };
+    let stale_while_revalidate = window(
+        directives.stale_while_revalidate,
+        policy.stale_while_revalidate,
+    );
+    let stale_if_error = window(directives.stale_if_error, policy.stale_if_error);
     let keep = if validator {
         policy.keep_stale
     } else {
         Duration::ZERO
-    };
+    }
+    .max(stale_while_revalidate)
+    .max(stale_if_error);
     if ttl.is_zero() && keep.is_zero() {
         return Err(if directives.no_cache {
             NotStored::NoCache
@@ -350,11 +377,11 @@ pub(crate) fn storability(
     Ok(StorePlan {
         ttl,
         keep,
-        must_revalidate: directives.must_revalidate
-            || directives.proxy_revalidate
-            || (policy.shared && directives.s_maxage.is_some()),
+        must_revalidate,
         immutable: directives.immutable,
         strip,
+        stale_while_revalidate,
+        stale_if_error,
         vary,
         shareable_with_credentials: marked_shareable,
         per_user: per_user_key,
@@ -485,6 +512,10 @@ pub(crate) struct Directives {
     pub(crate) max_stale: Option<Option<u64>>,
     pub(crate) min_fresh: Option<u64>,
     pub(crate) only_if_cached: bool,
+    /// RFC 5861 §3: served stale for this long while it is revalidated in the background.
+    pub(crate) stale_while_revalidate: Option<u64>,
+    /// RFC 5861 §4: served stale for this long when the handler fails.
+    pub(crate) stale_if_error: Option<u64>,
     /// A freshness directive had an invalid value: the response is treated as stale (§4.2.1).
     pub(crate) invalid: bool,
 }
@@ -540,6 +571,14 @@ impl Directives {
                     d.min_fresh = Some(d.min_fresh.map_or(secs, |old| old.max(secs)));
                 } else if eq("only-if-cached") {
                     d.only_if_cached = true;
+                } else if eq("stale-while-revalidate") {
+                    // An invalid value grants nothing (RFC 5861 says nothing more).
+                    let secs = value.and_then(parse_delta_seconds).unwrap_or(0);
+                    d.stale_while_revalidate =
+                        Some(d.stale_while_revalidate.map_or(secs, |o| o.min(secs)));
+                } else if eq("stale-if-error") {
+                    let secs = value.and_then(parse_delta_seconds).unwrap_or(0);
+                    d.stale_if_error = Some(d.stale_if_error.map_or(secs, |o| o.min(secs)));
                 }
             }
         }
