@@ -804,6 +804,24 @@ impl<St: CacheStore> Inner<St> {
     }
 }
 
+impl<St: CacheStore> Inner<St> {
+    /// [`status`](Self::status) with `; ttl=N` added when a response was stored (a miss:
+    /// formatted each time, unlike the prebuilt values).
+    fn status_with_ttl(
+        &self,
+        fwd: &'static str,
+        detail: &'static str,
+        ttl: Option<u64>,
+    ) -> Option<HeaderValue> {
+        match ttl {
+            Some(ttl) if self.policy.cache_status.is_some() => self
+                .policy
+                .status_value(&format!("{fwd}{detail}; ttl={ttl}")),
+            _ => self.status(fwd, detail),
+        }
+    }
+}
+
 /// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
 fn with_key_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
     KEY_BUFFER.with(|buf| {
@@ -1069,6 +1087,8 @@ where
     }
 
     let status_detail: &'static str;
+    // RFC 9211 §2.7: the freshness left of what was stored.
+    let mut ttl = None;
     match plan {
         Ok(plan) => {
             let key = match key {
@@ -1094,6 +1114,7 @@ where
             {
                 log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
                 status_detail = "; stored";
+                ttl = Some(plan.ttl.as_secs());
                 if let Some((hash, _)) = &flight {
                     guard::mark_cacheable(*hash);
                 }
@@ -1140,7 +1161,7 @@ where
             conditional::precondition_failed()
         }
     };
-    if let Some(v) = inner.status(fwd, status_detail) {
+    if let Some(v) = inner.status_with_ttl(fwd, status_detail, ttl) {
         response.headers_mut().insert(cache_status(), v);
     }
     mark_handled(&http_req, &mut response);
@@ -1474,6 +1495,7 @@ async fn refresh<St: CacheStore, B>(
         .is_some_and(|(new, old)| !new.strong_eq(&old.tag()));
     let now = SystemTime::now();
     let mut detail = "; detail=not-stored";
+    let mut ttl = None;
     let mut answer = None;
     if !other {
         // §3.2: the 304's fields replace the stored ones of the same name, except the fields a
@@ -1521,6 +1543,7 @@ async fn refresh<St: CacheStore, B>(
                 if stored_again {
                     log::debug!(target: LOG, "refreshed {key:?} for {}s", plan.ttl.as_secs());
                     detail = "; stored";
+                    ttl = Some(plan.ttl.as_secs());
                 }
                 answer = Some(entry);
             }
@@ -1538,7 +1561,7 @@ async fn refresh<St: CacheStore, B>(
         http_req.method(),
         conditions.as_ref(),
     );
-    if let Some(v) = inner.status(fwd, detail) {
+    if let Some(v) = inner.status_with_ttl(fwd, detail, ttl) {
         response.headers_mut().insert(cache_status(), v);
     }
     mark_handled(&http_req, &mut response);

@@ -102,7 +102,7 @@ async fn concurrent_cold_misses_call_the_handler_once() {
         .count();
     let stored = answers
         .iter()
-        .filter(|(_, cs, _)| cs == "actix-response-cache; fwd=uri-miss; stored")
+        .filter(|(_, cs, _)| cs == "actix-response-cache; fwd=uri-miss; stored; ttl=60")
         .count();
     assert_eq!((stored, collapsed), (1, 63), "{answers:?}");
 }

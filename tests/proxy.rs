@@ -176,7 +176,7 @@ async fn stale_entries_are_revalidated_with_the_upstream() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         header(&res, "cache-status"),
-        "actix-response-cache; fwd=stale; fwd-status=304; stored"
+        "actix-response-cache; fwd=stale; fwd-status=304; stored; ttl=0"
     );
     assert_eq!(read_body(res).await, "revalidated body");
     let seen = seen(&log);
