@@ -63,15 +63,35 @@
 //!
 //! What is stored: `GET` responses with status 200, 203, 204, 300, 301 or 308 (404, 405, 410,
 //! 414 and 501 only with explicit freshness), a body of known size up to
-//! [`Cache::max_body_size`], and none of `Set-Cookie`, `Cache-Control: no-store`, `private`,
-//! `no-cache` or `Vary: *`. A response lives for the scope's [`Cache::cache_expiry`], lowered by
-//! its own `s-maxage`, `max-age` or `Expires`; `Cache-Control: max-age` is added only where the
-//! handler set no `Cache-Control`. Streaming bodies pass through unbuffered.
+//! [`Cache::max_body_size`], and none of `Set-Cookie` (unless `private="set-cookie"` asks for
+//! the field alone to be left out), `Cache-Control: no-store`, unqualified `private` or
+//! `Vary: *`. Streaming bodies pass through unbuffered.
+//!
+//! # Two modes, and freshness
+//!
+//! - **Application cache** (the default): a response stays fresh for the scope's
+//!   [`Cache::cache_expiry`], lowered by its own `s-maxage`, `max-age` or `Expires` (RFC 9111
+//!   §4.2.1, less its current age, §4.2.3); `Cache-Control: max-age` is added only where the
+//!   handler set no `Cache-Control`. A client's `no-cache` and `max-age` are ignored.
+//! - **Shared cache**, [`Cache::shared`]: the response's own headers decide, as RFC 9111 says
+//!   for a shared cache; a response without explicit freshness is stored only with
+//!   [`Cache::heuristic_freshness`]; request directives (`max-age`, `max-stale`, `min-fresh`,
+//!   `no-cache`, `only-if-cached`) are honoured. For a caching proxy (see
+//!   `examples/caching_proxy.rs`).
+//!
+//! In both modes a stale entry with a validator is kept for [`Cache::keep_stale`] and
+//! revalidated with a conditional request to the handler (§4.3): a `304` refreshes its header
+//! fields and the stored body is served. `no-cache` responses are stored and revalidated on
+//! every use; `must-revalidate`, `proxy-revalidate` (and `s-maxage` in shared mode) forbid
+//! serving stale; RFC 5861's `stale-while-revalidate` and `stale-if-error` serve stale within
+//! their windows ([`Cache::stale_while_revalidate`], [`Cache::stale_if_error`] set defaults).
+//! Concurrent misses of one key call the handler once ([`Cache::coalesce_wait`]).
 //!
 //! Every `GET`/`HEAD` response the cache answers or forwards, and every `412` it gives, carries
-//! `Cache-Status` (RFC 9211), e.g.
-//! `actix-response-cache; hit` or `actix-response-cache; fwd=uri-miss; stored`, with a `detail`
-//! that says why a response was not stored.
+//! `Cache-Status` (RFC 9211), e.g. `actix-response-cache; hit`,
+//! `actix-response-cache; fwd=uri-miss; stored; ttl=60` or
+//! `actix-response-cache; fwd=stale; fwd-status=304`, with a `detail` that says why a response
+//! was not stored.
 //!
 //! # How we chose the defaults
 //!
@@ -91,9 +111,14 @@
 //! - **Body limit** 1 MiB: bigger bodies are passed through, neither hashed nor stored.
 //! - **Store timeout** 250 ms per store operation: a slow store costs each operation at most
 //!   that (a miss makes up to four: two lookups, two stores), then the request goes on uncached.
-//! - **Client `Cache-Control: no-cache` / `max-age=0`** are ignored for reading: an application
-//!   cache protects the handler, and one client must not be able to make every request a miss.
-//!   A request's `no-store` is honoured: its response is not stored.
+//! - **Client `Cache-Control: no-cache` / `max-age=0`** are ignored for reading in application
+//!   mode: an application cache protects the handler, and one client must not be able to make
+//!   every request a miss ([`Cache::request_directives`] turns them on). A request's `no-store`
+//!   and `only-if-cached` are honoured in both modes.
+//! - **Keep stale** 60 s: long enough that a popular entry is revalidated rather than fetched
+//!   again, short enough that the store is not filled with entries nobody asks for.
+//! - **Coalescing wait** 5 s: a handler slower than that is not a cache's business to hide; the
+//!   waiters then go to it themselves.
 //! - **Unknown validators**: when nothing is stored for a resource, the cache cannot judge a
 //!   write's `If-Match`, so the write goes to the handler (which may check it itself). After a
 //!   successful write the cache remembers the entity tags it made stale, so a second client's
