@@ -735,15 +735,10 @@ impl<St: CacheStore> Inner<St> {
             return Some(Lookup::UriMiss);
         }
         with_key_buffer(|buf| {
-            buf.extend_from_slice(b"GET\n");
-            write_origin(req.request(), buf, forwarded);
-            buf.push(b'\n');
-            buf.extend_from_slice(req.path().as_bytes());
+            let resource_end = push_primary_key(req, buf, forwarded);
             if let Some(fingerprint) = fingerprint {
-                *fingerprint = word_hash(buf);
+                *fingerprint = word_hash(&buf[..resource_end]);
             }
-            buf.push(b'\n');
-            buf.extend_from_slice(req.query_string().as_bytes());
             if self.policy.visibility == Visibility::Private {
                 return Some(Lookup::UriMiss);
             }
@@ -761,6 +756,15 @@ impl<St: CacheStore> Inner<St> {
                     variant_lookup(answer, marker, now)
                 }
             })
+        })
+    }
+
+    /// [`word_hash`] of the request's primary key bytes, built in the per-thread buffer: equal
+    /// to `word_hash(self.key(req).as_bytes())` without allocating the key.
+    fn key_hash(&self, req: &ServiceRequest) -> u64 {
+        with_key_buffer(|buf| {
+            push_primary_key(req, buf, RequestFlags::of(req.headers()).forwarded);
+            word_hash(buf)
         })
     }
 
@@ -820,6 +824,19 @@ impl<St: CacheStore> Inner<St> {
             _ => self.status(fwd, detail),
         }
     }
+}
+
+/// Appends the request's primary key bytes (the layout of [`CacheKey`]: method class, origin,
+/// path, query) to `buf`, and returns where its resource part (up to the path) ends.
+fn push_primary_key(req: &ServiceRequest, buf: &mut Vec<u8>, forwarded: bool) -> usize {
+    buf.extend_from_slice(b"GET\n");
+    write_origin(req.request(), buf, forwarded);
+    buf.push(b'\n');
+    buf.extend_from_slice(req.path().as_bytes());
+    let resource_end = buf.len();
+    buf.push(b'\n');
+    buf.extend_from_slice(req.query_string().as_bytes());
+    resource_end
 }
 
 /// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
@@ -973,8 +990,12 @@ where
     let nested = req.extensions().contains::<OuterCache>();
     // A background refresh already holds its key's flight.
     if !nested && !background && coalesces(&inner.policy, req.headers()) {
-        let k = key.get_or_insert_with(|| inner.key(req.request()));
-        let hash = word_hash(k.as_bytes());
+        // Hashed from the per-thread buffer: a response that is never stored (a stream, say)
+        // costs no owned key.
+        let hash = match &key {
+            Some(k) => word_hash(k.as_bytes()),
+            None => inner.key_hash(&req),
+        };
         if !guard::is_uncacheable(hash) {
             match Flight::join(hash) {
                 Flight::Leader(guard) => flight = Some((hash, guard)),
@@ -984,6 +1005,7 @@ where
                         Flight::landed(lock),
                     );
                     if wait.await.is_ok() {
+                        let k = key.get_or_insert_with(|| inner.key(req.request()));
                         match collapsed_hit(&inner, req, k, fwd).await {
                             Ok(res) => return Ok(res.map_into_right_body()),
                             Err(back) => req = back,
@@ -1484,15 +1506,22 @@ async fn refresh<St: CacheStore, B>(
         "fwd=stale; fwd-status=304"
     };
     let (http_req, res) = res.into_parts();
-    // §4.3.4: a 304 with a strong entity tag other than the stored one is about another
-    // representation; the stored response is then not updated (but still answers: the handler
+    // §4.3.4: a 304's strong entity tag selects the stored response with the same strong tag,
+    // a weak one the stored response whose tag matches it weakly. Another tag is about another
+    // representation: the stored response is then not updated (but still answers: the handler
     // said that what the client would get has not changed).
     let other = res
         .headers()
         .get(header::ETAG)
         .and_then(|v| EntityTag::parse(v.as_bytes()))
         .zip(stored.etag.as_ref())
-        .is_some_and(|(new, old)| !new.strong_eq(&old.tag()));
+        .is_some_and(|(new, old)| {
+            if new.weak {
+                !new.weak_eq(&old.tag())
+            } else {
+                !new.strong_eq(&old.tag())
+            }
+        });
     let now = SystemTime::now();
     let mut detail = "; detail=not-stored";
     let mut ttl = None;
@@ -1561,6 +1590,13 @@ async fn refresh<St: CacheStore, B>(
         http_req.method(),
         conditions.as_ref(),
     );
+    // The handler ran: a cookie it set (a rotated session, say) reaches this client, and only
+    // this one. Set-Cookie is never stored.
+    for cookie in res.headers().get_all(header::SET_COOKIE) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
     if let Some(v) = inner.status_with_ttl(fwd, detail, ttl) {
         response.headers_mut().insert(cache_status(), v);
     }
@@ -2245,6 +2281,24 @@ mod tests {
             "PURGE",
         ] {
             assert!(is_unsafe(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_coalescing_hash_is_the_hash_of_the_owned_key() {
+        let cache = Cache::new(crate::MemoryStore::new(10));
+        for req in [
+            actix_web::test::TestRequest::get()
+                .uri("/a/b?q=1")
+                .insert_header((header::HOST, "Example.COM:8080"))
+                .to_srv_request(),
+            actix_web::test::TestRequest::get()
+                .uri("/x")
+                .insert_header(("x-forwarded-host", "other.example"))
+                .to_srv_request(),
+        ] {
+            let owned = cache.inner.key(req.request());
+            assert_eq!(cache.inner.key_hash(&req), word_hash(owned.as_bytes()));
         }
     }
 
