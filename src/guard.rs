@@ -146,3 +146,32 @@ pub(crate) fn mark_cacheable(key: u64) {
 pub(crate) fn is_uncacheable(key: u64) -> bool {
     UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)].load(Ordering::Relaxed) > unix_secs()
 }
+
+/// Keys with a background refresh (stale-while-revalidate) claimed, and until when (seconds
+/// since the epoch): one refresh per key at a time. A claim lapses by itself, so a refresh
+/// whose client never finishes reading does not block the key for good.
+static REFRESHING_UNTIL: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+/// How long a refresh claim holds at most.
+const REFRESH_CLAIM: u64 = 60;
+
+/// Claims the background refresh of the key with this hash; `false` when one is claimed.
+pub(crate) fn claim_refresh(key: u64) -> bool {
+    let slot = &REFRESHING_UNTIL[(key as usize) & (SLOTS - 1)];
+    let now = unix_secs();
+    let current = slot.load(Ordering::Acquire);
+    current <= now
+        && slot
+            .compare_exchange(
+                current,
+                now + REFRESH_CLAIM,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+}
+
+/// Releases [`claim_refresh`] once the refresh is done.
+pub(crate) fn release_refresh(key: u64) {
+    REFRESHING_UNTIL[(key as usize) & (SLOTS - 1)].store(0, Ordering::Release);
+}

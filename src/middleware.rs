@@ -462,14 +462,18 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let method = req.method();
         if method == Method::GET || method == Method::HEAD {
             // Read before the lookup: a write that completes after this point makes the miss
             // skip its store, even when the lookup itself saw the state from before the write.
             let epoch = guard::epoch();
             let now = SystemTime::now();
-            let flags = RequestFlags::of(req.headers());
+            let mut flags = RequestFlags::of(req.headers());
+            // An outer `Cache` revalidating with its own validators: answer the client's request.
+            if flags.preconditions && restore_client_conditions(&mut req) {
+                flags = RequestFlags::of(req.headers());
+            }
             let lookup = self.inner.lookup_now(&req, now, flags.forwarded, None);
             // The hit path: an in-process store answered, and the entry may be served. No
             // future is boxed and no owned key is built.
@@ -671,6 +675,39 @@ struct Handled;
 /// mark, and a hit saves the allocation of the response's extension map.
 #[derive(Clone, Copy)]
 struct OuterCache;
+
+/// Added to [`Handled`] when the inner `Cache` stored the response.
+#[derive(Clone, Copy)]
+struct HandledStored;
+
+/// The client's precondition fields, kept aside while a `Cache` revalidates a stale entry with
+/// its own: a `Cache` nested inside puts them back, so that it answers the client's request and
+/// not the revalidation (which it would answer with a 304 the client never asked for).
+struct ClientConditions(HeaderMap);
+
+/// Puts back the client's precondition fields an outer `Cache` set aside, if it did.
+fn restore_client_conditions(req: &mut ServiceRequest) -> bool {
+    let Some(ClientConditions(client)) = req.extensions_mut().remove::<ClientConditions>() else {
+        return false;
+    };
+    let headers = req.headers_mut();
+    for name in PRECONDITION_FIELDS {
+        headers.remove(name);
+    }
+    for (name, value) in client.iter() {
+        headers.append(name.clone(), value.clone());
+    }
+    true
+}
+
+/// The request fields of RFC 9110 §13.1.
+const PRECONDITION_FIELDS: [HeaderName; 5] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
 
 /// Marks `res` [`Handled`] when a `Cache` wraps this one.
 fn mark_handled<B>(req: &HttpRequest, res: &mut HttpResponse<B>) {
@@ -992,9 +1029,18 @@ where
     if !nested && !background && coalesces(&inner.policy, req.headers()) {
         // Hashed from the per-thread buffer: a response that is never stored (a stream, say)
         // costs no owned key.
-        let hash = match &key {
-            Some(k) => word_hash(k.as_bytes()),
-            None => inner.key_hash(&req),
+        let variants = marker.as_ref().and_then(|m| match m.kind() {
+            EntryKind::Variants(v) => Some(v),
+            _ => None,
+        });
+        let hash = match (&key, variants) {
+            // A resource with variants: each variant has a flight of its own.
+            (_, Some(v)) => {
+                let k = key.get_or_insert_with(|| inner.key(req.request()));
+                word_hash(k.variant(&v.names, v.generation, req.headers()).as_bytes())
+            }
+            (Some(k), None) => word_hash(k.as_bytes()),
+            (None, None) => inner.key_hash(&req),
         };
         if !guard::is_uncacheable(hash) {
             match Flight::join(hash) {
@@ -1033,6 +1079,13 @@ where
     let res = service.call(req).await?;
 
     if res.response().extensions().contains::<Handled>() {
+        // An inner `Cache` answered. When it could not store the response, misses of this key
+        // should stop queueing behind each other here too.
+        if let Some((hash, _)) = &flight {
+            if !res.response().extensions().contains::<HandledStored>() {
+                guard::mark_uncacheable(*hash);
+            }
+        }
         return Ok(res.map_into_left_body());
     }
     // RFC 5861 §4: the handler failed, and a stale response may stand in for it.
@@ -1066,9 +1119,6 @@ where
     // Buffer only what is used: a 2xx body gets an ETag and preconditions, a storable one is
     // stored. Everything else passes through untouched and unbuffered.
     if !within_limit || (!status.is_success() && plan.is_err()) {
-        if let Some((hash, _)) = &flight {
-            guard::mark_uncacheable(*hash);
-        }
         let reason = if !within_limit {
             match res.response().body().size() {
                 BodySize::Stream => NotStored::Streaming,
@@ -1077,6 +1127,12 @@ where
         } else {
             plan.as_ref().err().copied().unwrap_or(NotStored::Status)
         };
+        if let Some((hash, _)) = flight
+            .as_ref()
+            .filter(|_| reason.is_about_the_response(status))
+        {
+            guard::mark_uncacheable(*hash);
+        }
         log::trace!(target: LOG, "not stored {}: {}", res.request().path(), reason.detail());
         let mut res = res.map_into_left_body();
         let (req, response) = (res.request().clone(), res.response_mut());
@@ -1109,6 +1165,7 @@ where
     }
 
     let status_detail: &'static str;
+    let mut stored_it = false;
     // RFC 9211 §2.7: the freshness left of what was stored.
     let mut ttl = None;
     match plan {
@@ -1137,6 +1194,7 @@ where
                 log::debug!(target: LOG, "stored {key:?} for {}s", plan.ttl.as_secs());
                 status_detail = "; stored";
                 ttl = Some(plan.ttl.as_secs());
+                stored_it = true;
                 if let Some((hash, _)) = &flight {
                     guard::mark_cacheable(*hash);
                 }
@@ -1146,7 +1204,10 @@ where
         }
         Err(reason) => {
             log::trace!(target: LOG, "not stored {}: {}", http_req.path(), reason.detail());
-            if let Some((hash, _)) = &flight {
+            if let Some((hash, _)) = flight
+                .as_ref()
+                .filter(|_| reason.is_about_the_response(status))
+            {
                 guard::mark_uncacheable(*hash);
             }
             mark_private(&inner.policy, head.headers_mut());
@@ -1187,6 +1248,9 @@ where
         response.headers_mut().insert(cache_status(), v);
     }
     mark_handled(&http_req, &mut response);
+    if stored_it && http_req.extensions().contains::<OuterCache>() {
+        response.extensions_mut().insert(HandledStored);
+    }
     Ok(ServiceResponse::new(http_req, response).map_into_right_body())
 }
 
@@ -1304,10 +1368,10 @@ where
         res.headers_mut().insert(cache_status(), v);
     }
     mark_handled(&http_req, &mut res);
-    // One refresh per key at a time: when a request for it is at the handler, that is enough.
-    let Flight::Leader(flight) = Flight::join(hash) else {
+    // One refresh per key at a time.
+    if !guard::claim_refresh(hash) {
         return ServiceResponse::new(http_req, res);
-    };
+    }
     log::debug!(target: LOG, "stale-while-revalidate {}: refreshing", http_req.path());
     let signal = Rc::new(DropSignal::default());
     let res = res.map_body(|_, body| {
@@ -1319,6 +1383,13 @@ where
     let (service, inner, background) = (Rc::clone(service), Rc::clone(inner), http_req.clone());
     actix_web::rt::spawn(async move {
         signal.dropped().await;
+        // Only now join the key's flight: misses that need the handler must not queue behind
+        // a client that is slow to read its stale response. When a request for the key is at
+        // the handler already, its response is the refresh.
+        let Flight::Leader(flight) = Flight::join(hash) else {
+            guard::release_refresh(hash);
+            return;
+        };
         let req = ServiceRequest::from_parts(background, payload);
         req.extensions_mut().insert(BackgroundRefresh);
         let refresh: LocalBoxFuture<'static, _> =
@@ -1333,6 +1404,7 @@ where
             Err(_) => log::warn!(target: LOG, "background refresh given up: request still shared"),
         }
         drop(flight);
+        guard::release_refresh(hash);
     });
     ServiceResponse::new(http_req, res)
 }
@@ -1461,13 +1533,7 @@ fn reuse(
 fn ask_revalidation(req: &mut ServiceRequest, stored: &StoredResponse) -> HeaderMap {
     let headers = req.headers_mut();
     let mut client = HeaderMap::new();
-    for name in [
-        header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-    ] {
+    for name in PRECONDITION_FIELDS {
         for value in headers.remove(&name) {
             client.append(name.clone(), value);
         }
@@ -1482,6 +1548,8 @@ fn ask_revalidation(req: &mut ServiceRequest, stored: &StoredResponse) -> Header
     {
         headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
     }
+    req.extensions_mut()
+        .insert(ClientConditions(client.clone()));
     client
 }
 
@@ -1528,14 +1596,18 @@ async fn refresh<St: CacheStore, B>(
     let mut answer = None;
     if !other {
         // §3.2: the 304's fields replace the stored ones of the same name, except the fields a
-        // cache does not store and Content-Length.
+        // cache does not store and Content-Length. Its `Age` takes part in the freshness
+        // computed here (§4.2.3) but is not stored; its `Set-Cookie` goes to this client alone.
         let mut headers = HeaderMap::new();
         for (name, value) in stored.headers.iter() {
             headers.append(name.clone(), value.clone());
         }
         let mut replaced: Vec<&HeaderName> = Vec::new();
         for (name, value) in res.headers() {
-            if !is_stored_field(name) || named_by_connection(res.headers(), name) {
+            let merged = (is_stored_field(name) || name == header::AGE)
+                && name != header::SET_COOKIE
+                && !named_by_connection(res.headers(), name);
+            if !merged {
                 continue;
             }
             if !replaced.contains(&name) {
@@ -1576,7 +1648,19 @@ async fn refresh<St: CacheStore, B>(
                 }
                 answer = Some(entry);
             }
-            Err(reason) => detail = reason.detail_param(),
+            Err(reason) => {
+                // Not stored (the 304 now says `no-store` or `private`, say), but this client
+                // still gets the representation as the handler now describes it.
+                detail = reason.detail_param();
+                let plan = policy::StorePlan::transient();
+                let once =
+                    stored_response(stored.status, &headers, stored.body.clone(), &plan, now);
+                answer = Some(CacheEntry::new(
+                    now,
+                    Duration::ZERO,
+                    EntryKind::Response(once),
+                ));
+            }
         }
     }
     let (entry, stored) = match answer.as_ref().map(|e| (e, e.kind())) {

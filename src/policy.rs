@@ -210,6 +210,14 @@ pub(crate) enum NotStored {
 }
 
 impl NotStored {
+    /// Whether the reason lies in the response (and will likely hold for the next request of
+    /// the same key), rather than in this request (`no-store`, credentials, or a status that
+    /// answers the request's own preconditions).
+    pub(crate) fn is_about_the_response(self, status: StatusCode) -> bool {
+        !matches!(self, Self::RequestNoStore | Self::Credentials)
+            && !(self == Self::Status && matches!(status.as_u16(), 304 | 412))
+    }
+
     /// The `Cache-Status` parameter: `; detail=<reason>`.
     pub(crate) fn detail_param(self) -> &'static str {
         match self {
@@ -262,6 +270,24 @@ pub(crate) struct StorePlan {
     /// Stored under a key that varies on a credential the request carried: the response is for
     /// that user alone, and downstream caches are told so (`private`).
     pub(crate) per_user: bool,
+}
+
+impl StorePlan {
+    /// A plan for a response answered once and never stored: no freshness, no stale windows.
+    pub(crate) fn transient() -> Self {
+        Self {
+            ttl: Duration::ZERO,
+            keep: Duration::ZERO,
+            must_revalidate: true,
+            immutable: false,
+            strip: Vec::new(),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            vary: Vec::new(),
+            shareable_with_credentials: false,
+            per_user: false,
+        }
+    }
 }
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), less the negative
@@ -330,26 +356,27 @@ pub(crate) fn storability(
     if policy.has_unkeyed_credentials(req) && !marked_shareable {
         return Err(NotStored::Credentials);
     }
-    if directives.invalid {
-        return Err(NotStored::InvalidFreshness);
-    }
     // A 2xx gets the cache's own ETag when it has none, so it always has a validator.
     let validator = status.is_success()
         || res.contains_key(header::ETAG)
         || res.contains_key(header::LAST_MODIFIED);
     // §5.2.2.4: no-cache responses may be stored, but are revalidated before every reuse.
-    let ttl = if directives.no_cache {
+    // §4.2.1: an invalid freshness directive makes the response stale.
+    let ttl = if directives.no_cache || directives.invalid {
         Duration::ZERO
     } else {
         freshness(policy, &directives, status, res, now).ok_or(NotStored::NoFreshness)?
     };
+    // Never served stale: §5.2.2.2, §5.2.2.8, §5.2.2.10, and §5.2.2.4 (no-cache: never
+    // reused without revalidation, max-stale or not).
     let must_revalidate = directives.must_revalidate
         || directives.proxy_revalidate
+        || directives.no_cache
         || (policy.shared && directives.s_maxage.is_some());
     // RFC 9111 §4.2.4: no stale response where a directive forbids it; RFC 5861 windows from
     // the response, else the builder's defaults.
     let window = |own: Option<u64>, default: Duration| {
-        if must_revalidate || directives.no_cache {
+        if must_revalidate {
             Duration::ZERO
         } else {
             own.map_or(default, Duration::from_secs)
@@ -370,6 +397,8 @@ pub(crate) fn storability(
     if ttl.is_zero() && keep.is_zero() {
         return Err(if directives.no_cache {
             NotStored::NoCache
+        } else if directives.invalid {
+            NotStored::InvalidFreshness
         } else {
             NotStored::Expired
         });

@@ -246,3 +246,27 @@ async fn different_keys_are_not_coalesced() {
     assert_eq!(load.calls.get(), 5);
     assert_eq!(load.peak(), 5);
 }
+
+// Only reasons in the response turn coalescing off for a key: a request's own `no-store`
+// (RFC 9111 §5.2.1.5) does not, so the burst after it is still coalesced.
+#[actix_web::test]
+async fn a_request_no_store_does_not_turn_coalescing_off() {
+    let load = Load::default();
+    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+        "/coalesce/request-no-store",
+        slow(&load, Duration::from_millis(30), NONE),
+    ))
+    .await;
+    burst!(
+        app,
+        "/coalesce/request-no-store",
+        1,
+        &[(header::CACHE_CONTROL.as_str(), "no-store")]
+    );
+    burst!(app, "/coalesce/request-no-store", 8, NONE);
+    assert_eq!(
+        load.calls.get(),
+        2,
+        "the burst after a no-store request was not coalesced"
+    );
+}

@@ -906,3 +906,23 @@ async fn request_max_stale_is_not_served_an_s_maxage_entry_in_shared_mode() {
     assert!(header(&res, "cache-status").contains("fwd=stale"));
     assert_eq!(calls.get(), 2);
 }
+
+// RFC 9111 §5.2.2.4: a `no-cache` response is never reused without revalidation, not even for
+// a request that accepts stale responses (`max-stale`).
+#[actix_web::test]
+async fn request_max_stale_is_not_served_a_no_cache_entry() {
+    let calls = Calls::default();
+    let app = shared_app!(calls, "/fresh/max-stale-no-cache", "no-cache");
+    send!(app, TestRequest::get().uri("/fresh/max-stale-no-cache"));
+    send!(
+        app,
+        TestRequest::get()
+            .uri("/fresh/max-stale-no-cache")
+            .insert_header((header::CACHE_CONTROL, "max-stale"))
+    );
+    assert_eq!(
+        calls.get(),
+        2,
+        "a no-cache response was reused without revalidation"
+    );
+}

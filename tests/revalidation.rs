@@ -690,3 +690,41 @@ async fn conditional_put_against_a_stale_entry_reaches_the_handler() {
     );
     assert_eq!(stale_origin.calls.get(), 1);
 }
+
+// RFC 9111 §4.3.4: when the refreshed response may no longer be stored (its 304 now says
+// `no-store`), the client still gets the representation as the 304 describes it, not the old
+// stored header fields.
+#[actix_web::test]
+async fn a_304_that_forbids_storing_still_describes_the_clients_response() {
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+        "/reval-no-store-304",
+        web::get().to(move |req: HttpRequest| {
+            let n = c.hit();
+            async move {
+                let mut res = if n > 1 && req.headers().contains_key(header::IF_NONE_MATCH) {
+                    let mut res = HttpResponse::NotModified();
+                    res.insert_header((header::CACHE_CONTROL, "no-store"))
+                        .insert_header(("x-version", "2"));
+                    return res.finish();
+                } else {
+                    HttpResponse::Ok()
+                };
+                res.insert_header((header::CACHE_CONTROL, "max-age=0"))
+                    .insert_header((header::ETAG, "\"v1\""))
+                    .insert_header(("x-version", "1"))
+                    .body("body")
+            }
+        }),
+    ))
+    .await;
+    let get = || TestRequest::get().uri("/reval-no-store-304").to_request();
+    read_body(call_service(&app, get()).await).await;
+    let res = call_service(&app, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "x-version"), "2");
+    assert_eq!(header(&res, header::CACHE_CONTROL), "no-store");
+    assert!(header(&res, "cache-status").contains("detail=no-store"));
+    assert_eq!(read_body(res).await, "body");
+}

@@ -287,3 +287,39 @@ async fn stale_if_error_default_from_the_builder() {
     let (status, _, body) = get!(app, "/sie/default");
     assert_eq!((status, body.as_str()), (StatusCode::OK, "v1"));
 }
+
+// A client slow to read its stale-while-revalidate response must not hold up requests that
+// need the handler (here a `no-cache` request, shared mode): the refresh joins the key's
+// coalescing only once that response is done. (A liveness check: without it, the request
+// waits out the 30 s coalescing bound.)
+#[actix_web::test]
+async fn a_held_stale_response_does_not_hold_up_other_requests() {
+    let origin = Origin::default();
+    let app = init_service(
+        App::new()
+            .wrap(
+                Cache::new(MemoryStore::new(100))
+                    .shared()
+                    .coalesce_wait(Duration::from_secs(30)),
+            )
+            .route(
+                "/swr/held",
+                origin.route("max-age=0, stale-while-revalidate=60"),
+            ),
+    )
+    .await;
+    get!(app, "/swr/held");
+    let held = call_service(&app, TestRequest::get().uri("/swr/held").to_request()).await;
+    let other = call_service(
+        &app,
+        TestRequest::get()
+            .uri("/swr/held")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .to_request(),
+    );
+    let res = actix_web::rt::time::timeout(Duration::from_secs(5), other)
+        .await
+        .expect("a no-cache request waited for a held stale response");
+    assert_eq!(read_body(res).await, "v2");
+    drop(held);
+}
