@@ -214,8 +214,9 @@ impl NotStored {
     /// the same key), rather than in this request (`no-store`, credentials, or a status that
     /// answers the request's own preconditions).
     pub(crate) fn is_about_the_response(self, status: StatusCode) -> bool {
-        !matches!(self, Self::RequestNoStore | Self::Credentials)
-            && !(self == Self::Status && matches!(status.as_u16(), 304 | 412))
+        let about_the_request = matches!(self, Self::RequestNoStore | Self::Credentials)
+            || (self == Self::Status && matches!(status.as_u16(), 304 | 412));
+        !about_the_request
     }
 
     /// The `Cache-Status` parameter: `; detail=<reason>`.
