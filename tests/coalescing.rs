@@ -270,3 +270,31 @@ async fn a_request_no_store_does_not_turn_coalescing_off() {
         "the burst after a no-store request was not coalesced"
     );
 }
+
+// Shared mode coalesces the same way (RFC 9111 freshness from the response's own headers).
+#[actix_web::test]
+async fn shared_mode_coalesces_concurrent_misses() {
+    let load = Load::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)).shared())
+            .route(
+                "/coalesce/shared",
+                slow(
+                    &load,
+                    Duration::from_millis(30),
+                    &[("cache-control", "max-age=60")],
+                ),
+            ),
+    )
+    .await;
+    let answers = burst!(app, "/coalesce/shared", 16, NONE);
+    assert_eq!(load.calls.get(), 1);
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(_, cs, _)| cs.ends_with("collapsed"))
+            .count(),
+        15
+    );
+}

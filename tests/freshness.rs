@@ -926,3 +926,38 @@ async fn request_max_stale_is_not_served_a_no_cache_entry() {
         "a no-cache response was reused without revalidation"
     );
 }
+
+// RFC 9111 §4.2.2 / RFC 9110 §15.1: a negative answer (404) is stored only with explicit
+// freshness, in shared mode as in application mode.
+#[actix_web::test]
+async fn shared_mode_stores_a_404_only_with_explicit_freshness() {
+    for (path, cache_control, stored) in [
+        ("/fresh/404-fresh", Some("max-age=60"), true),
+        ("/fresh/404-plain", None, false),
+    ] {
+        let calls = Calls::default();
+        let c = calls.clone();
+        let app = init_service(
+            App::new()
+                .wrap(Cache::new(MemoryStore::new(100)).shared())
+                .route(
+                    path,
+                    web::get().to(move || {
+                        c.hit();
+                        async move {
+                            let mut res = HttpResponse::NotFound();
+                            if let Some(cc) = cache_control {
+                                res.insert_header((header::CACHE_CONTROL, cc));
+                            }
+                            res.finish()
+                        }
+                    }),
+                ),
+        )
+        .await;
+        send!(app, TestRequest::get().uri(path));
+        let res = send!(app, TestRequest::get().uri(path));
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(calls.get(), if stored { 1 } else { 2 }, "{path}");
+    }
+}

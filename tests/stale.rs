@@ -323,3 +323,27 @@ async fn a_held_stale_response_does_not_hold_up_other_requests() {
     assert_eq!(read_body(res).await, "v2");
     drop(held);
 }
+
+// Shared mode: the response's own stale-if-error and stale-while-revalidate apply the same way.
+#[actix_web::test]
+async fn shared_mode_serves_stale_within_the_rfc_5861_windows() {
+    let origin = Origin::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)).shared())
+            .route(
+                "/stale/shared",
+                origin.route("max-age=0, stale-if-error=60, stale-while-revalidate=60"),
+            ),
+    )
+    .await;
+    get!(app, "/stale/shared");
+    let (_, cache_status, body) = get!(app, "/stale/shared");
+    assert_eq!(body, "v1");
+    assert!(
+        cache_status.contains("stale-while-revalidate"),
+        "{cache_status}"
+    );
+    settle().await;
+    assert_eq!(origin.calls.get(), 2);
+}
