@@ -168,6 +168,11 @@ pub(crate) fn http_date(headers: &HeaderMap, name: &header::HeaderName) -> Optio
     if lines.next().is_some() {
         return None;
     }
+    http_date_value(value)
+}
+
+/// One field value as an HTTP-date (RFC 9110 §5.6.7); `None` when it is not one.
+pub(crate) fn http_date_value(value: &header::HeaderValue) -> Option<SystemTime> {
     let text = value.to_str().ok()?;
     HttpDate::from_str(text.trim()).ok().map(SystemTime::from)
 }

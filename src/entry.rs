@@ -176,6 +176,25 @@ impl CacheEntry {
         }
     }
 
+    /// An entry with an explicit expiry, as a remote store reads it back.
+    pub(crate) fn from_parts(
+        stored_at: SystemTime,
+        expires_at: SystemTime,
+        kind: EntryKind,
+    ) -> Self {
+        Self {
+            inner: Arc::new(EntryInner {
+                stored_at,
+                expires_at,
+                kind,
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &EntryInner {
+        &self.inner
+    }
+
     pub(crate) fn kind(&self) -> &EntryKind {
         &self.inner.kind
     }

@@ -162,6 +162,8 @@
 //! # Stores
 //!
 //! [`MemoryStore`] is a bounded in-process LRU (entry count and bytes), shared by every worker.
+//! `RedisStore`, behind the `redis` cargo feature, is one cache for several app servers: a write
+//! on any server collects the entries for all of them.
 //! Any type that implements [`CacheStore`] is a store; implement [`CollectableStore`] too (and
 //! return `Some(self)` from [`CacheStore::as_collectable`]) so that a write drops every variant at
 //! once. A store that only implements [`CacheStore`] still works: the middleware removes the
@@ -198,6 +200,8 @@ mod middleware;
 mod policy;
 mod store;
 
+#[cfg(feature = "redis")]
+pub use crate::store::{RedisStore, DEFAULT_REDIS_TIMEOUT};
 pub use crate::{
     entry::CacheEntry,
     key::{CacheKey, ResourceKey},

@@ -6,13 +6,19 @@
 //! works: the middleware then removes the entries it can name itself, and leaves a marker at the
 //! resource's primary key that hides every `Vary` variant; the rest ages out by expiry.
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+mod codec;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::{error::Error as StdError, fmt, future::Future};
 
 use futures_util::future::LocalBoxFuture;
 
 pub use self::memory::{MemoryStore, DEFAULT_MAX_BYTES};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisStore, DEFAULT_REDIS_TIMEOUT};
 use crate::{CacheEntry, CacheKey, ResourceKey};
 
 /// Why a store operation failed.

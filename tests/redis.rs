@@ -1,0 +1,362 @@
+//! `RedisStore` against a real `redis-server` (Debian's `redis-server` package), started by each
+//! test on a free loopback port with a temporary directory, and stopped when the test ends.
+//!
+//! Run with `cargo test --all-features`. Without the binary these tests fail and say how to
+//! install it.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use actix_response_cache::{Cache, RedisStore};
+use actix_web::{
+    http::{header, StatusCode},
+    test::{call_service, init_service, read_body, TestRequest},
+    web, App, HttpResponse,
+};
+use common::{header, Calls};
+
+/// A `redis-server` of this test's own.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let dir = std::env::temp_dir().join(format!("arc-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start redis-server ({err}): install it with \
+                     `sudo apt-get install redis-server` (Debian/Ubuntu), \
+                     or run the tests without `--all-features`"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A command on a connection of the test's own (not the store's).
+    fn command(&self, args: &[&[u8]]) -> redis::Value {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut con = client.get_connection().expect("connect");
+        let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("utf-8 command"));
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut con).expect("command")
+    }
+
+    /// The entry keys the store wrote (a test may use KEYS; the store never does).
+    fn entry_keys(&self) -> Vec<Vec<u8>> {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut con = client.get_connection().expect("connect");
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("arc:*")
+            .query(&mut con)
+            .expect("keys");
+        keys.into_iter()
+            .filter(|k| k.windows(2).any(|w| w == b"}e"))
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A store with limits generous enough for debug builds on a busy machine.
+fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::new(&server.url())
+        .timeout(Duration::from_millis(500))
+        .retry_after(Duration::from_millis(100))
+}
+
+// The P1 acceptance suite: the store contract, and the middleware on it.
+#[actix_web::test]
+async fn redis_store_passes_the_acceptance_suite() {
+    let server = RedisServer::start();
+    common::acceptance::run(|| store(&server)).await;
+}
+
+/// A counted GET route with `max-age=60`, its body `v<N>`, and a PATCH that counts too.
+fn versioned(calls: &Calls, version: &Arc<AtomicUsize>) -> actix_web::Resource {
+    let (c, v) = (calls.clone(), version.clone());
+    let (v2, c2) = (version.clone(), calls.clone());
+    web::resource("/item")
+        .route(web::get().to(move || {
+            c.hit();
+            let n = v.load(Ordering::SeqCst);
+            async move { HttpResponse::Ok().body(format!("v{n}")) }
+        }))
+        .route(web::patch().to(move || {
+            c2.hit();
+            v2.fetch_add(1, Ordering::SeqCst);
+            async { HttpResponse::NoContent().finish() }
+        }))
+}
+
+// Two app instances on one Redis: a write on A is seen by B, both send the same ETag, and B
+// judges a conditional write against the validator A stored.
+#[actix_web::test]
+async fn two_instances_share_entries_writes_and_validators() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let a = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)))
+            .service(versioned(&calls_a, &version)),
+    )
+    .await;
+    let b = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)))
+            .service(versioned(&calls_b, &version)),
+    )
+    .await;
+    let get = || TestRequest::get().uri("/item").to_request();
+
+    let res = call_service(&a, get()).await;
+    let etag_a = header(&res, header::ETAG);
+    assert_eq!(read_body(res).await, "v1");
+    let res = call_service(&b, get()).await;
+    assert_eq!(header(&res, "cache-status"), "actix-response-cache; hit");
+    assert_eq!(
+        header(&res, header::ETAG),
+        etag_a,
+        "the two servers sent different ETags"
+    );
+    assert_eq!(calls_b.get(), 0, "B called its handler for what A stored");
+
+    // B judges If-Match against A's validator: a stale tag is 412, B's handler not called.
+    let res = call_service(
+        &b,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, "\"not-current\""))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(calls_b.get(), 0);
+
+    // A write on A is seen by B's next GET.
+    let res = call_service(
+        &a,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag_a.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = call_service(&b, get()).await;
+    assert_eq!(
+        read_body(res).await,
+        "v2",
+        "B served what A's write made stale"
+    );
+    assert_eq!(calls_b.get(), 1);
+}
+
+// Fail-open (issue: Redis down, slow, or answering errors): the request is served uncached,
+// never a 5xx or a hang, and the store recovers by itself when Redis is back.
+#[actix_web::test]
+async fn redis_down_slow_or_failing_serves_uncached_and_recovers() {
+    common::init_log();
+    let mut server = RedisServer::start();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(
+                RedisStore::new(&server.url())
+                    .timeout(Duration::from_millis(100))
+                    .retry_after(Duration::from_millis(100)),
+            ))
+            .route(
+                "/f",
+                web::get().to(move || {
+                    c.hit();
+                    async { HttpResponse::Ok().body("fresh") }
+                }),
+            ),
+    )
+    .await;
+    let get = || async {
+        let res = actix_web::rt::time::timeout(
+            Duration::from_secs(5),
+            call_service(&app, TestRequest::get().uri("/f").to_request()),
+        )
+        .await
+        .expect("a request hung on the store");
+        let status = (res.status(), header(&res, "cache-status"));
+        assert_eq!(read_body(res).await, "fresh");
+        status
+    };
+
+    get().await;
+    assert_eq!(get().await.1, "actix-response-cache; hit");
+    assert_eq!(calls.get(), 1);
+
+    // Down.
+    server.stop();
+    let (status, cache_status) = get().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cache_status.contains("store-error"), "{cache_status}");
+    assert_eq!(calls.get(), 2);
+
+    // Back: served from the store again once it has reconnected.
+    server.spawn();
+    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    get().await; // stores again (the restarted server is empty)
+    let mut hit = false;
+    for _ in 0..20 {
+        if get().await.1 == "actix-response-cache; hit" {
+            hit = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hit, "the store did not recover");
+    let handled = calls.get();
+
+    // Slow: a server busy for 0.5 s, past the 100 ms limit.
+    let sleeper = {
+        let url = server.url();
+        std::thread::spawn(move || {
+            let client = redis::Client::open(url).expect("url");
+            let mut con = client.get_connection().expect("connect");
+            let _: redis::Value = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg("0.5")
+                .query(&mut con)
+                .expect("debug sleep");
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let (status, cache_status) = get().await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cache_status.contains("store-error"), "{cache_status}");
+    assert_eq!(calls.get(), handled + 1);
+    sleeper.join().expect("sleeper");
+
+    // Answering errors: no memory for writes. Reads still work; a miss is served and logged.
+    server.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    server.command(&[b"FLUSHALL"]);
+    let (status, _) = get().await;
+    assert_eq!(status, StatusCode::OK);
+    server.command(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
+}
+
+// The entry layout is versioned: an entry in another version, or a corrupt one, is a miss
+// (the handler runs), never a 500.
+#[actix_web::test]
+async fn corrupt_or_foreign_entries_are_misses() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = init_service(App::new().wrap(Cache::new(store(&server))).route(
+        "/c",
+        web::get().to(move || {
+            c.hit();
+            async { HttpResponse::Ok().body("body") }
+        }),
+    ))
+    .await;
+    let get = || TestRequest::get().uri("/c").to_request();
+    read_body(call_service(&app, get()).await).await;
+    let keys = server.entry_keys();
+    assert_eq!(keys.len(), 1, "one entry stored");
+
+    // Another layout version.
+    server.command(&[b"SETRANGE", &keys[0], b"0", b"\x63"]);
+    let res = call_service(&app, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(read_body(res).await, "body");
+    assert_eq!(calls.get(), 2, "an entry of another version was served");
+
+    // Junk.
+    let keys = server.entry_keys();
+    server.command(&[b"SET", &keys[0], b"\x01\x01junk", b"KEEPTTL"]);
+    let res = call_service(&app, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(calls.get(), 3, "a corrupt entry was served");
+}
+
+// Expiry is Redis' own TTL: an entry carries a PTTL no longer than its lifetime.
+#[actix_web::test]
+async fn entries_expire_with_redis_ttl() {
+    let server = RedisServer::start();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)).cache_expiry(Duration::from_secs(30)))
+            .route(
+                "/ttl",
+                web::get().to(|| async { HttpResponse::Ok().body("x") }),
+            ),
+    )
+    .await;
+    read_body(call_service(&app, TestRequest::get().uri("/ttl").to_request()).await).await;
+    let keys = server.entry_keys();
+    let ttl = match server.command(&[b"PTTL", &keys[0]]) {
+        redis::Value::Int(ms) => ms,
+        other => panic!("PTTL answered {other:?}"),
+    };
+    // Fresh for 30 s, kept 60 s more for revalidation.
+    assert!(ttl > 80_000 && ttl <= 90_000, "PTTL {ttl}");
+}
