@@ -1075,6 +1075,23 @@ where
         Some(EntryKind::Response(stored)) => Some(ask_revalidation(&mut req, stored)),
         _ => None,
     };
+    // A store shared by several servers: the resource's write generation before the handler
+    // runs, so that a write on another server in the meantime stops the store (the race guard
+    // across servers). Unknown when the store fails: then nothing is stored.
+    let generation =
+        if inner.store.shared_by_servers() && inner.policy.visibility != Visibility::Private {
+            let k = key.get_or_insert_with(|| inner.key(req.request()));
+            match inner
+                .timed("generation", inner.store.generation(k.resource()))
+                .await
+            {
+                Ok(generation) => Guarded::Generation(generation),
+                Err(_) => Guarded::Unknown,
+            }
+        } else {
+            Guarded::Generation(None)
+        };
+    let guard = Guard { epoch, generation };
     req.extensions_mut().insert(OuterCache);
     let res = service.call(req).await?;
 
@@ -1099,7 +1116,7 @@ where
         }
     }
     if let Some(entry) = stale.filter(|_| res.status() == StatusCode::NOT_MODIFIED) {
-        return Ok(refresh(&inner, res, &entry, conditions, fwd, epoch, marker).await);
+        return Ok(refresh(&inner, res, &entry, conditions, fwd, guard, marker).await);
     }
 
     let status = res.status();
@@ -1187,7 +1204,7 @@ where
                 http_req.headers(),
                 entry,
                 marker,
-                epoch,
+                guard,
             )
             .await
             {
@@ -1562,7 +1579,7 @@ async fn refresh<St: CacheStore, B>(
     entry: &CacheEntry,
     conditions: Option<HeaderMap>,
     fwd: &'static str,
-    epoch: u64,
+    guard: Guard,
     marker: Option<CacheEntry>,
 ) -> ServiceResponse<EitherBody<B>> {
     let EntryKind::Response(stored) = entry.kind() else {
@@ -1638,7 +1655,7 @@ async fn refresh<St: CacheStore, B>(
                     http_req.headers(),
                     entry.clone(),
                     marker,
-                    epoch,
+                    guard,
                 )
                 .await;
                 if stored_again {
@@ -1808,9 +1825,17 @@ async fn store_fresh<St: CacheStore>(
     req_headers: &HeaderMap,
     entry: CacheEntry,
     existing: Option<&CacheEntry>,
-    epoch: u64,
+    race: Guard,
 ) -> bool {
     let resource = key.resource();
+    let epoch = race.epoch;
+    let write_generation = match race.generation {
+        Guarded::Generation(generation) => generation,
+        Guarded::Unknown => {
+            log::trace!(target: LOG, "not stored {key:?}: write generation unknown");
+            return false;
+        }
+    };
     if guard::written_since(resource, epoch) {
         log::trace!(target: LOG, "not stored {key:?}: written while in flight");
         return false;
@@ -1840,21 +1865,16 @@ async fn store_fresh<St: CacheStore>(
                 generation,
             }),
         );
-        if inner
-            .timed("set", inner.store.set(key, marker))
-            .await
-            .is_err()
-        {
+        if !guarded_set(inner, key, marker, write_generation).await {
             return false;
         }
         wrote_marker = true;
         key.variant(&plan.vary, generation, req_headers)
     };
-    if inner
-        .timed("set", inner.store.set(&target, entry))
-        .await
-        .is_err()
-    {
+    if !guarded_set(inner, &target, entry, write_generation).await {
+        if wrote_marker {
+            let _ = inner.timed("remove", inner.store.remove(key)).await;
+        }
         return false;
     }
     // The re-check closes the window between the check above and the sets. A marker this miss
@@ -1870,6 +1890,49 @@ async fn store_fresh<St: CacheStore>(
         return false;
     }
     true
+}
+
+/// What a miss read before its handler ran, to tell afterwards whether a write happened since.
+#[derive(Clone, Copy)]
+struct Guard {
+    /// This process's write epoch ([`guard::epoch`]).
+    epoch: u64,
+    /// The store's write generation of the resource, for stores several servers share.
+    generation: Guarded,
+}
+
+#[derive(Clone, Copy)]
+enum Guarded {
+    /// The generation read (`None`: the store keeps none).
+    Generation(Option<u64>),
+    /// The store could not say: storing could revive what another server's write collected.
+    Unknown,
+}
+
+/// Sets `entry`, under the store's write generation when there is one; whether it stored.
+async fn guarded_set<St: CacheStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    entry: CacheEntry,
+    generation: Option<u64>,
+) -> bool {
+    match generation {
+        Some(generation) => match inner
+            .timed("set", inner.store.set_if_generation(key, entry, generation))
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                log::trace!(target: LOG, "not stored {key:?}: written on another server");
+                false
+            }
+            Err(_) => false,
+        },
+        None => inner
+            .timed("set", inner.store.set(key, entry))
+            .await
+            .is_ok(),
+    }
 }
 
 /// A generation for a new variant marker: unique enough across processes and restarts that
@@ -2036,7 +2099,9 @@ where
     };
     // Nothing reachable is stored under the primary key: without query variants to drop, there
     // is nothing to collect. (A miss that stores during the write is undone by the race guard.)
-    let nothing_stored = matches!(lookup, Lookup::UriMiss);
+    // A store several servers share is collected after every write all the same: the collect
+    // moves the resource's write generation on, which stops a miss in flight on another server.
+    let nothing_stored = matches!(lookup, Lookup::UriMiss) && !inner.store.shared_by_servers();
 
     // What the write will make stale, oldest first: tags an earlier write made stale, the
     // stored tag, and the strong tags the client's If-Match claims are current.

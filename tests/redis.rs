@@ -360,3 +360,69 @@ async fn entries_expire_with_redis_ttl() {
     // Fresh for 30 s, kept 60 s more for revalidation.
     assert!(ttl > 80_000 && ttl <= 90_000, "PTTL {ttl}");
 }
+
+// The race guard across servers: a GET that missed on this server before a write on another
+// server collected the resource must not store what its handler read before the write. The
+// other server's write is the store's own `collect` (what its middleware does), so this
+// process's in-process guard never hears of it.
+#[actix_web::test]
+async fn a_write_on_another_server_stops_a_miss_in_flight_from_storing() {
+    use actix_response_cache::{CacheKey, CollectTarget, CollectableStore};
+    use std::sync::atomic::AtomicBool;
+
+    let server = RedisServer::start();
+    let (entered, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let version = Arc::new(AtomicUsize::new(1));
+    let calls = Calls::default();
+    let (e, r, v, c) = (
+        entered.clone(),
+        release.clone(),
+        version.clone(),
+        calls.clone(),
+    );
+    let app = init_service(App::new().wrap(Cache::new(store(&server))).route(
+        "/race",
+        web::get().to(move || {
+            let (e, r, v, c) = (e.clone(), r.clone(), v.clone(), c.clone());
+            async move {
+                c.hit();
+                // What the handler reads before the other server's write...
+                let read = v.load(Ordering::SeqCst);
+                e.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::SeqCst) {
+                    actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+                }
+                // ...is returned after it.
+                HttpResponse::Ok().body(format!("v{read}"))
+            }
+        }),
+    ))
+    .await;
+
+    let other_server = store(&server);
+    let in_flight = call_service(&app, TestRequest::get().uri("/race").to_request());
+    let write_elsewhere = async {
+        while !entered.load(Ordering::SeqCst) {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        version.store(2, Ordering::SeqCst);
+        // The app's key for this request: origin as the test request routes it.
+        let key = CacheKey::for_get("http://localhost:8080", "/race", "");
+        let target = CollectTarget::new(key.resource().clone(), None);
+        other_server.collect(&target).await.expect("collect");
+        release.store(true, Ordering::SeqCst);
+    };
+    let (res, ()) = futures_util::future::join(in_flight, write_elsewhere).await;
+    assert_eq!(read_body(res).await, "v1");
+
+    let res = call_service(&app, TestRequest::get().uri("/race").to_request()).await;
+    assert_eq!(
+        read_body(res).await,
+        "v2",
+        "the response read before the other server's write was stored"
+    );
+    assert_eq!(calls.get(), 2);
+}

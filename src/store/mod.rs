@@ -168,6 +168,73 @@ pub trait CacheStore: 'static {
     fn as_collectable(&self) -> Option<&dyn CollectableStore> {
         None
     }
+
+    /// Whether several processes (app servers) share this store. The middleware's race guard
+    /// is per process; for a shared store it also reads the resource's write
+    /// [`generation`](Self::generation) before a miss calls the handler, stores with
+    /// [`set_if_generation`](Self::set_if_generation), and collects after every successful
+    /// write, so that a `GET` in flight on one server during a write on another never stores
+    /// the old representation. Default `false`.
+    ///
+    /// ```
+    /// use actix_response_cache::{CacheStore, MemoryStore};
+    ///
+    /// assert!(!MemoryStore::new(10).shared_by_servers());
+    /// ```
+    fn shared_by_servers(&self) -> bool {
+        false
+    }
+
+    /// The write generation of `resource`: a number that every
+    /// [`collect`](CollectableStore::collect) of the resource changes. `None` (the default):
+    /// the store keeps none.
+    ///
+    /// ```
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
+    ///
+    /// let key = CacheKey::for_get("http://example.com", "/a", "");
+    /// assert_eq!(MemoryStore::new(10).generation(key.resource()).await.unwrap(), None);
+    /// # });
+    /// ```
+    fn generation(
+        &self,
+        resource: &ResourceKey,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = resource;
+        std::future::ready(Ok(None))
+    }
+
+    /// Stores `entry` unless the generation of its resource is no longer `generation`;
+    /// returns whether it stored. The default ignores the generation and stores.
+    ///
+    /// ```
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use std::time::Duration;
+    /// use actix_response_cache::{CacheEntry, CacheKey, CacheStore, MemoryStore};
+    ///
+    /// let store = MemoryStore::new(10);
+    /// let key = CacheKey::for_get("http://example.com", "/a", "");
+    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(60));
+    /// assert!(store.set_if_generation(&key, entry, 0).await.unwrap());
+    /// # });
+    /// ```
+    fn set_if_generation(
+        &self,
+        key: &CacheKey,
+        entry: CacheEntry,
+        generation: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = generation;
+        let set = self.set(key, entry);
+        async move { set.await.map(|()| true) }
+    }
 }
 
 /// Which entries a [`CollectableStore::collect`] call drops.

@@ -17,7 +17,17 @@ use redis::{
 };
 
 use super::{codec, CacheStore, CollectTarget, CollectableStore, StoreError};
-use crate::{key::fingerprint_of_key, CacheEntry, CacheKey};
+use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
+
+/// `GET\n<origin>\n<path>`: the start of every key of the resource.
+fn resource_bytes(resource: &ResourceKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + resource.origin().len() + resource.path().len());
+    out.extend_from_slice(b"GET\n");
+    out.extend_from_slice(resource.origin().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(resource.path().as_bytes());
+    out
+}
 
 const LOG: &str = "actix_response_cache";
 
@@ -36,8 +46,12 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Sets the entry with its expiry, and adds its key to the resource's index, whose own expiry
-/// is extended to the longest-lived member.
+/// is extended to the longest-lived member; unless the resource's write generation (KEYS[3])
+/// is no longer ARGV[3]: a write on some server collected the resource since the miss began.
 const SET: &str = r"
+if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], KEYS[1])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
@@ -46,10 +60,13 @@ end
 return 1
 ";
 
-/// Drops, in one atomic step, every indexed entry of the resource whose key starts with
+/// Moves the resource's write generation (KEYS[2]) on, and drops, in the same atomic step,
+/// every indexed entry of the resource whose key starts with
 /// ARGV[1]; with ARGV[2] = '1', only those whose query is exactly what ARGV[1] ends with (the
 /// key ends there, or goes on with a variant's `\n`). Returns how many existed.
 const COLLECT: &str = r"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 86400000)
 local p = ARGV[1]
 local n = 0
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -60,6 +77,16 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return n
+";
+
+/// [`SET`] without the generation check.
+const SET_ALWAYS: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return 1
 ";
 
 /// Deletes one entry and its index membership.
@@ -115,6 +142,7 @@ struct Inner {
     /// No connection attempt before this instant, after a failed one.
     down_until: Mutex<Option<Instant>>,
     set: Script,
+    set_always: Script,
     collect: Script,
     remove: Script,
 }
@@ -166,6 +194,7 @@ impl RedisStore {
                 connections: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
                 set: Script::new(SET),
+                set_always: Script::new(SET_ALWAYS),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
             }),
@@ -242,6 +271,10 @@ impl RedisStore {
         self.tagged(fingerprint, b'r', b"")
     }
 
+    fn generation_key(&self, resource: &ResourceKey) -> Vec<u8> {
+        self.tagged(resource.fingerprint(), b'g', &resource_bytes(resource))
+    }
+
     /// `<prefix>{<fingerprint>}<kind><rest>`: the braces make the fingerprint the hash tag.
     fn tagged(&self, fingerprint: u64, kind: u8, rest: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.inner.prefix.len() + 19 + rest.len());
@@ -300,6 +333,45 @@ impl RedisStore {
         }
     }
 
+    /// Sets an entry (unless its resource's generation moved past `generation`); `Ok(false)`
+    /// when it did not store.
+    async fn store(
+        &self,
+        key: &CacheKey,
+        entry: CacheEntry,
+        generation: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let ttl = entry
+            .expires_at()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if ttl_ms == 0 {
+            return Ok(false);
+        }
+        let entry_key = self.entry_key(key.as_bytes());
+        let index_key = self.index_key(key.resource().fingerprint());
+        let generation_key = self.generation_key(key.resource());
+        let value = codec::encode(&entry);
+        let mut con = self.connection().await?;
+        if let Some(generation) = generation {
+            let mut set = self.inner.set.key(&entry_key);
+            set.key(&index_key)
+                .key(&generation_key)
+                .arg(value)
+                .arg(ttl_ms)
+                .arg(generation);
+            let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
+            Ok(stored == 1)
+        } else {
+            // An unconditional set: the generation the script compares with is the current one.
+            let mut set = self.inner.set_always.key(&entry_key);
+            set.key(&index_key).arg(value).arg(ttl_ms);
+            let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
+            Ok(stored == 1)
+        }
+    }
+
     /// Maps a Redis error; a dropped connection is forgotten, so that the next operation
     /// connects again.
     fn failed(&self, err: RedisError) -> StoreError {
@@ -338,23 +410,29 @@ impl CacheStore for RedisStore {
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
-        let ttl = entry
-            .expires_at()
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        if ttl_ms == 0 {
-            return Ok(());
-        }
-        let entry_key = self.entry_key(key.as_bytes());
-        let index_key = self.index_key(key.resource().fingerprint());
-        let value = codec::encode(&entry);
+        self.store(key, entry, None).await.map(drop)
+    }
+
+    fn shared_by_servers(&self) -> bool {
+        true
+    }
+
+    async fn generation(&self, resource: &ResourceKey) -> Result<Option<u64>, StoreError> {
+        let generation_key = self.generation_key(resource);
         let mut con = self.connection().await?;
-        let mut set = self.inner.set.key(&entry_key);
-        set.key(&index_key).arg(value).arg(ttl_ms);
-        self.timed(set.invoke_async::<i64>(&mut con))
-            .await
-            .map(drop)
+        let mut get = redis::cmd("GET");
+        get.arg(&generation_key);
+        let value: Option<u64> = self.timed(get.query_async(&mut con)).await?;
+        Ok(Some(value.unwrap_or(0)))
+    }
+
+    async fn set_if_generation(
+        &self,
+        key: &CacheKey,
+        entry: CacheEntry,
+        generation: u64,
+    ) -> Result<bool, StoreError> {
+        self.store(key, entry, Some(generation)).await
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
@@ -383,11 +461,7 @@ impl CollectableStore for RedisStore {
             let fingerprint = resource.fingerprint();
             // Every key of the resource starts with `GET\n<origin>\n<path>\n`; an exact query
             // adds itself to that prefix.
-            let mut resource_bytes = Vec::new();
-            resource_bytes.extend_from_slice(b"GET\n");
-            resource_bytes.extend_from_slice(resource.origin().as_bytes());
-            resource_bytes.push(b'\n');
-            resource_bytes.extend_from_slice(resource.path().as_bytes());
+            let mut resource_bytes = resource_bytes(resource);
             resource_bytes.push(b'\n');
             let exact = match target.query() {
                 Some(query) => {
@@ -398,9 +472,10 @@ impl CollectableStore for RedisStore {
             };
             let member_prefix = self.tagged(fingerprint, b'e', &resource_bytes);
             let index_key = self.index_key(fingerprint);
+            let generation_key = self.generation_key(resource);
             let mut con = self.connection().await?;
             let mut collect = self.inner.collect.key(&index_key);
-            collect.arg(member_prefix).arg(exact);
+            collect.key(&generation_key).arg(member_prefix).arg(exact);
             let n: i64 = self.timed(collect.invoke_async(&mut con)).await?;
             Ok(usize::try_from(n).unwrap_or(0))
         })
