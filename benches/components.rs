@@ -141,5 +141,27 @@ fn memory_store(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, etag, preconditions, keys, memory_store);
+/// The entry layout of remote stores (`RedisStore`): a stored 1 KiB response.
+fn entry_codec(c: &mut Criterion) {
+    let entry = CacheEntry::test_response(&[b'x'; 1024], Duration::from_secs(3600));
+    let bytes = actix_web::web::Bytes::from(__bench::encode_entry(&entry));
+    let mut group = c.benchmark_group("entry-codec");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("encode/1KiB", |b| {
+        b.iter(|| __bench::encode_entry(black_box(&entry)))
+    });
+    group.bench_function("decode/1KiB", |b| {
+        b.iter(|| __bench::decode_entry(black_box(&bytes)))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    etag,
+    preconditions,
+    keys,
+    memory_store,
+    entry_codec
+);
 criterion_main!(benches);

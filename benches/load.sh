@@ -3,6 +3,7 @@
 #
 #   bash benches/load.sh            # 5 interleaved rounds of 3 s per endpoint and mode
 #   ROUNDS=3 DURATION=2 bash benches/load.sh
+#   REDIS=1 bash benches/load.sh    # adds /redis/slow: hits on a RedisStore (needs redis-server)
 #
 # Prints a markdown table: median req/s, p50 and p99 latency, and the median of the per-round
 # ratios to /bare/static and to the no-cache reference that sends the same response. The server and wrk are pinned to separate cores when taskset exists.
@@ -24,16 +25,33 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   server_pin=(taskset -c 0); client_pin=(taskset -c 1)
 fi
 
-cargo build --release --example bench_server >&2
 work=$(mktemp -d)
+redis_pid=
+if [ "${REDIS:-0}" = 1 ]; then
+  command -v redis-server >/dev/null 2>&1 || {
+    echo "redis-server is missing: install it with 'sudo apt-get install redis-server'" >&2
+    exit 1
+  }
+  cargo build --release --features redis --example bench_server >&2
+  redis_port=${REDIS_PORT:-6399}
+  # Redis shares the client's core: the server's core stays the app's alone.
+  "${client_pin[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --save "" \
+    --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  export REDIS_URL="redis://127.0.0.1:$redis_port"
+  sleep 0.5
+else
+  cargo build --release --example bench_server >&2
+fi
 "${server_pin[@]}" target/release/examples/bench_server "$ADDR" 1 >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 50); do curl -fs "http://$ADDR/bare/static" >/dev/null 2>&1 && break; sleep 0.1; done
 
 # Fill the cache, and learn the ETag the 304 endpoint sends back.
 curl -fs "http://$ADDR/cached/slow" >/dev/null
 curl -fs "http://$ADDR/cached/big" >/dev/null
+[ -n "$redis_pid" ] && curl -fs "http://$ADDR/redis/slow" >/dev/null
 etag=$(curl -fsI "http://$ADDR/cached/slow" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
 
 cat >"$work/pipeline.lua" <<'LUA'
@@ -59,6 +77,7 @@ endpoints=(
   "refhdr|/bare/headers|GET|"
   "ref304|/bare/304|GET|If-None-Match: $etag"
 )
+[ -n "$redis_pid" ] && endpoints+=("redis|/redis/slow|GET|")
 
 # One wrk run; prints "req/s p50_ms p99_ms".
 run() {
@@ -93,19 +112,22 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 rps = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
 by = collections.defaultdict(list)
 # Each cached endpoint against the handler that sends the same response without the cache.
-reference = {"hit": "refhdr", "304": "ref304", "post": "barepost"}
+reference = {"hit": "refhdr", "304": "ref304", "post": "barepost", "redis": "hit"}
 for rnd, depth, name, r, p50, p99, bad in rows:
     ref = reference.get(name)
     by[(depth, name)].append((float(r), float(p50), float(p99), float(r) / rps[(rnd, depth, "bare")],
                               float(r) / rps[(rnd, depth, ref)] if ref else None))
-print("| endpoint | pipelining | req/s (median) | p50 ms | p99 ms | ratio to /bare/static | ratio to its no-cache reference |")
+print("| endpoint | pipelining | req/s (median) | p50 ms | p99 ms | ratio to /bare/static | ratio to its reference |")
 print("|---|---|---|---|---|---|---|")
 names = {"bare": "/bare/static", "hit": "/cached/slow (hit)", "304": "/cached/slow (304)",
          "post": "/cached/post (POST)", "barepost": "/bare/post (POST, no cache)", "big": "/cached/big (64 KiB hit)",
-         "refhdr": "/bare/headers (no cache, a hit's headers)", "ref304": "/bare/304 (no cache, a handler's 304)"}
+         "refhdr": "/bare/headers (no cache, a hit's headers)", "ref304": "/bare/304 (no cache, a handler's 304)",
+         "redis": "/redis/slow (hit, RedisStore)"}
 for depth in ("1", sys.argv[2]):
-    for name in ("bare", "refhdr", "hit", "ref304", "304", "barepost", "post", "big"):
+    for name in ("bare", "refhdr", "hit", "ref304", "304", "barepost", "post", "big", "redis"):
         v = by[(depth, name)]
+        if not v:
+            continue
         med = lambda i: statistics.median(x[i] for x in v)
         # wrk records one latency per pipelined batch and prints 0 for its upper percentiles.
         p99 = f"{med(2):.3f}" if med(2) > 0 else "n/a"

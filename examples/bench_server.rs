@@ -13,7 +13,9 @@
 //!   carries: the floor for the cache's 304 answers;
 //! - `GET /cached/slow`: the same 1 KiB after a 2 ms sleep, behind `Cache` (measured as hits);
 //! - `POST /cached/post`: a write that passes through `Cache` to a cheap handler;
-//! - `GET /cached/big`: a 64 KiB body behind `Cache`.
+//! - `GET /cached/big`: a 64 KiB body behind `Cache`;
+//! - `GET /redis/slow`: `/cached/slow` on a `RedisStore`, when built with `--features redis`
+//!   and run with `REDIS_URL` set.
 
 use std::time::Duration;
 
@@ -25,6 +27,26 @@ use actix_web::{
 
 static SMALL: [u8; 1024] = [b'a'; 1024];
 static BIG: [u8; 64 * 1024] = [b'b'; 64 * 1024];
+/// `/redis/slow` on the Redis store named by `REDIS_URL`, when there is one.
+#[cfg(feature = "redis")]
+fn redis_routes(cfg: &mut web::ServiceConfig) {
+    use actix_response_cache::RedisStore;
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let store = RedisStore::new(&url).prefix("bench:");
+        cfg.service(
+            web::resource("/redis/slow")
+                .wrap(Cache::new(store).cache_expiry(Duration::from_secs(3600)))
+                .route(web::get().to(|| async {
+                    actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+                    HttpResponse::Ok().body(&SMALL[..])
+                })),
+        );
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_routes(_: &mut web::ServiceConfig) {}
+
 fn cache(store: &MemoryStore) -> Cache<MemoryStore> {
     Cache::new(store.clone()).cache_expiry(Duration::from_secs(3600))
 }
@@ -102,6 +124,7 @@ async fn main() -> std::io::Result<()> {
                     .wrap(cache(&store))
                     .route(web::get().to(|| async { HttpResponse::Ok().body(&BIG[..]) })),
             )
+            .configure(redis_routes)
     })
     .workers(workers)
     .backlog(4096)

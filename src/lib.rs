@@ -227,6 +227,16 @@ pub mod __bench {
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
     use actix_web::http::Method;
 
+    /// A remote store's entry bytes (the versioned layout `RedisStore` writes).
+    pub fn encode_entry(entry: &crate::CacheEntry) -> Vec<u8> {
+        crate::store::codec::encode(entry)
+    }
+
+    /// Reads [`encode_entry`]'s bytes back; `None` when they do not decode.
+    pub fn decode_entry(bytes: &actix_web::web::Bytes) -> Option<crate::CacheEntry> {
+        crate::store::codec::decode(bytes).ok()
+    }
+
     /// The strong ETag of `body`.
     pub fn strong_etag(body: &[u8]) -> HeaderValue {
         crate::etag::strong_etag(body)

@@ -6,8 +6,7 @@
 //! works: the middleware then removes the entries it can name itself, and leaves a marker at the
 //! resource's primary key that hides every `Vary` variant; the rest ages out by expiry.
 
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-mod codec;
+pub(crate) mod codec;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
