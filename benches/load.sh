@@ -51,7 +51,7 @@ for _ in $(seq 50); do curl -fs "http://$ADDR/bare/static" >/dev/null 2>&1 && br
 # Fill the cache, and learn the ETag the 304 endpoint sends back.
 curl -fs "http://$ADDR/cached/slow" >/dev/null
 curl -fs "http://$ADDR/cached/big" >/dev/null
-[ -n "$redis_pid" ] && curl -fs "http://$ADDR/redis/slow" >/dev/null
+[ -n "$redis_pid" ] && curl -fs "http://$ADDR/redis/slow" >/dev/null && curl -fs "http://$ADDR/tiered/slow" >/dev/null
 etag=$(curl -fsI "http://$ADDR/cached/slow" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
 
 cat >"$work/pipeline.lua" <<'LUA'
@@ -77,7 +77,7 @@ endpoints=(
   "refhdr|/bare/headers|GET|"
   "ref304|/bare/304|GET|If-None-Match: $etag"
 )
-[ -n "$redis_pid" ] && endpoints+=("redis|/redis/slow|GET|")
+[ -n "$redis_pid" ] && endpoints+=("redis|/redis/slow|GET|" "tiered|/tiered/slow|GET|")
 
 # One wrk run; prints "req/s p50_ms p99_ms".
 run() {
@@ -112,7 +112,7 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 rps = {(r[0], r[1], r[2]): float(r[3]) for r in rows}
 by = collections.defaultdict(list)
 # Each cached endpoint against the handler that sends the same response without the cache.
-reference = {"hit": "refhdr", "304": "ref304", "post": "barepost", "redis": "hit"}
+reference = {"hit": "refhdr", "304": "ref304", "post": "barepost", "redis": "hit", "tiered": "hit"}
 for rnd, depth, name, r, p50, p99, bad in rows:
     ref = reference.get(name)
     by[(depth, name)].append((float(r), float(p50), float(p99), float(r) / rps[(rnd, depth, "bare")],
@@ -122,9 +122,9 @@ print("|---|---|---|---|---|---|---|")
 names = {"bare": "/bare/static", "hit": "/cached/slow (hit)", "304": "/cached/slow (304)",
          "post": "/cached/post (POST)", "barepost": "/bare/post (POST, no cache)", "big": "/cached/big (64 KiB hit)",
          "refhdr": "/bare/headers (no cache, a hit's headers)", "ref304": "/bare/304 (no cache, a handler's 304)",
-         "redis": "/redis/slow (hit, RedisStore)"}
+         "redis": "/redis/slow (hit, RedisStore)", "tiered": "/tiered/slow (hit, TieredStore)"}
 for depth in ("1", sys.argv[2]):
-    for name in ("bare", "refhdr", "hit", "ref304", "304", "barepost", "post", "big", "redis"):
+    for name in ("bare", "refhdr", "hit", "ref304", "304", "barepost", "post", "big", "redis", "tiered"):
         v = by[(depth, name)]
         if not v:
             continue

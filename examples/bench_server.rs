@@ -14,8 +14,9 @@
 //! - `GET /cached/slow`: the same 1 KiB after a 2 ms sleep, behind `Cache` (measured as hits);
 //! - `POST /cached/post`: a write that passes through `Cache` to a cheap handler;
 //! - `GET /cached/big`: a 64 KiB body behind `Cache`;
-//! - `GET /redis/slow`: `/cached/slow` on a `RedisStore`, when built with `--features redis`
-//!   and run with `REDIS_URL` set.
+//! - `GET /redis/slow`: `/cached/slow` on a `RedisStore`, and `GET /tiered/slow` on a
+//!   `TieredStore` (memory in front of Redis), when built with `--features redis` and run with
+//!   `REDIS_URL` set.
 
 use std::time::Duration;
 
@@ -30,16 +31,26 @@ static BIG: [u8; 64 * 1024] = [b'b'; 64 * 1024];
 /// `/redis/slow` on the Redis store named by `REDIS_URL`, when there is one.
 #[cfg(feature = "redis")]
 fn redis_routes(cfg: &mut web::ServiceConfig) {
-    use actix_response_cache::RedisStore;
+    use actix_response_cache::{RedisStore, TieredStore};
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let store = RedisStore::new(&url).prefix("bench:");
+        let slow = || async {
+            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+            HttpResponse::Ok().body(&SMALL[..])
+        };
+        let redis = RedisStore::new(&url).prefix("bench:");
         cfg.service(
             web::resource("/redis/slow")
-                .wrap(Cache::new(store).cache_expiry(Duration::from_secs(3600)))
-                .route(web::get().to(|| async {
-                    actix_web::rt::time::sleep(Duration::from_millis(2)).await;
-                    HttpResponse::Ok().body(&SMALL[..])
-                })),
+                .wrap(Cache::new(redis).cache_expiry(Duration::from_secs(3600)))
+                .route(web::get().to(slow)),
+        );
+        let tiered = TieredStore::new(
+            MemoryStore::new(10_000),
+            RedisStore::new(&url).prefix("bench-tiered:"),
+        );
+        cfg.service(
+            web::resource("/tiered/slow")
+                .wrap(Cache::new(tiered).cache_expiry(Duration::from_secs(3600)))
+                .route(web::get().to(slow)),
         );
     }
 }

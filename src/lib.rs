@@ -163,7 +163,8 @@
 //!
 //! [`MemoryStore`] is a bounded in-process LRU (entry count and bytes), shared by every worker.
 //! `RedisStore`, behind the `redis` cargo feature, is one cache for several app servers: a write
-//! on any server collects the entries for all of them.
+//! on any server collects the entries for all of them; `TieredStore` puts process memory in
+//! front of it, kept correct through Redis pub/sub.
 //! Any type that implements [`CacheStore`] is a store; implement [`CollectableStore`] too (and
 //! return `Some(self)` from [`CacheStore::as_collectable`]) so that a write drops every variant at
 //! once. A store that only implements [`CacheStore`] still works: the middleware removes the
@@ -201,7 +202,7 @@ mod policy;
 mod store;
 
 #[cfg(feature = "redis")]
-pub use crate::store::{RedisStore, DEFAULT_REDIS_TIMEOUT};
+pub use crate::store::{RedisStore, TieredStore, DEFAULT_LOCAL_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use crate::{
     entry::CacheEntry,
     key::{CacheKey, ResourceKey},

@@ -426,3 +426,112 @@ async fn a_write_on_another_server_stops_a_miss_in_flight_from_storing() {
     );
     assert_eq!(calls.get(), 2);
 }
+
+/// A tiered store (local memory in front of this test's Redis).
+fn tiered(server: &RedisServer) -> actix_response_cache::TieredStore {
+    actix_response_cache::TieredStore::new(
+        actix_response_cache::MemoryStore::new(1_000),
+        store(server),
+    )
+}
+
+/// Waits until the tiered stores' subscribers are listening (they start on first use).
+async fn settle() {
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+}
+
+// The tiered store passes the acceptance suite too.
+#[actix_web::test]
+async fn tiered_store_passes_the_acceptance_suite() {
+    let server = RedisServer::start();
+    common::acceptance::run(|| tiered(&server)).await;
+}
+
+// Two servers with local tiers: B serves A's entry from its own memory, and a write on A
+// reaches B's memory through the invalidation channel.
+#[actix_web::test]
+async fn tiered_stores_stay_correct_across_servers() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let a = init_service(
+        App::new()
+            .wrap(Cache::new(tiered(&server)))
+            .service(versioned(&calls_a, &version)),
+    )
+    .await;
+    let b = init_service(
+        App::new()
+            .wrap(Cache::new(tiered(&server)))
+            .service(versioned(&calls_b, &version)),
+    )
+    .await;
+    let get = || TestRequest::get().uri("/item").to_request();
+    // First use starts each store's subscriber.
+    read_body(call_service(&a, get()).await).await;
+    read_body(call_service(&b, get()).await).await;
+    settle().await;
+
+    let res = call_service(&a, get()).await;
+    let etag = header(&res, header::ETAG);
+    read_body(res).await;
+    // B: from Redis, then from its local tier.
+    for _ in 0..2 {
+        let res = call_service(&b, get()).await;
+        assert_eq!(header(&res, "cache-status"), "actix-response-cache; hit");
+        assert_eq!(read_body(res).await, "v1");
+    }
+    assert_eq!(calls_b.get(), 0, "B's handler ran for what A stored");
+
+    let res = call_service(
+        &a,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The invalidation reaches B's local tier (one pub/sub message).
+    settle().await;
+    let res = call_service(&b, get()).await;
+    assert_eq!(
+        read_body(res).await,
+        "v2",
+        "B's local tier served what A's write made stale"
+    );
+}
+
+// Without the invalidation channel a local tier cannot be trusted: when Redis goes down, B
+// serves uncached rather than from its memory.
+#[actix_web::test]
+async fn a_tiered_store_without_its_channel_does_not_serve_from_memory() {
+    let mut server = RedisServer::start();
+    let calls = Calls::default();
+    let c = calls.clone();
+    let app = init_service(App::new().wrap(Cache::new(tiered(&server))).route(
+        "/t",
+        web::get().to(move || {
+            c.hit();
+            async { HttpResponse::Ok().body("t") }
+        }),
+    ))
+    .await;
+    let get = || TestRequest::get().uri("/t").to_request();
+    read_body(call_service(&app, get()).await).await;
+    settle().await;
+    read_body(call_service(&app, get()).await).await;
+    let res = call_service(&app, get()).await;
+    assert_eq!(header(&res, "cache-status"), "actix-response-cache; hit");
+    let before = calls.get();
+
+    server.stop();
+    settle().await;
+    let res = call_service(&app, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        calls.get(),
+        before + 1,
+        "served from a local tier nobody keeps correct"
+    );
+}

@@ -10,6 +10,8 @@ pub(crate) mod codec;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod tiered;
 
 use std::{error::Error as StdError, fmt, future::Future};
 
@@ -18,6 +20,8 @@ use futures_util::future::LocalBoxFuture;
 pub use self::memory::{MemoryStore, DEFAULT_MAX_BYTES};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, DEFAULT_REDIS_TIMEOUT};
+#[cfg(feature = "redis")]
+pub use self::tiered::{TieredStore, DEFAULT_LOCAL_TTL};
 use crate::{CacheEntry, CacheKey, ResourceKey};
 
 /// Why a store operation failed.

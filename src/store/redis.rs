@@ -16,8 +16,31 @@ use redis::{
     RedisError, Script,
 };
 
+#[allow(unused_imports)] // for rustdoc links
+use super::TieredStore;
 use super::{codec, CacheStore, CollectTarget, CollectableStore, StoreError};
 use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
+
+/// What a collection publishes: `<origin>\n<path>\n*` for every query string, or
+/// `<origin>\n<path>\n=<query>` for one.
+pub(crate) fn invalidation_message(target: &CollectTarget) -> String {
+    let resource = target.resource();
+    match target.query() {
+        Some(query) => format!("{}\n{}\n={query}", resource.origin(), resource.path()),
+        None => format!("{}\n{}\n*", resource.origin(), resource.path()),
+    }
+}
+
+/// Reads [`invalidation_message`] back.
+pub(crate) fn parse_invalidation(message: &str) -> Option<CollectTarget> {
+    let mut parts = message.splitn(3, '\n');
+    let (origin, path, query) = (parts.next()?, parts.next()?, parts.next()?);
+    let query = match query {
+        "*" => None,
+        q => Some(q.strip_prefix('=')?.into()),
+    };
+    Some(CollectTarget::new(ResourceKey::new(origin, path), query))
+}
 
 /// `GET\n<origin>\n<path>`: the start of every key of the resource.
 fn resource_bytes(resource: &ResourceKey) -> Vec<u8> {
@@ -63,7 +86,9 @@ return 1
 /// Moves the resource's write generation (KEYS[2]) on, and drops, in the same atomic step,
 /// every indexed entry of the resource whose key starts with
 /// ARGV[1]; with ARGV[2] = '1', only those whose query is exactly what ARGV[1] ends with (the
-/// key ends there, or goes on with a variant's `\n`). Returns how many existed.
+/// key ends there, or goes on with a variant's `\n`). Then publishes the collection on the
+/// invalidation channel (ARGV[3], message ARGV[4]), for local tiers ([`TieredStore`]). Returns
+/// how many entries existed.
 const COLLECT: &str = r"
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
@@ -76,6 +101,7 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     redis.call('SREM', KEYS[1], m)
   end
 end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return n
 ";
 
@@ -269,6 +295,19 @@ impl RedisStore {
 
     fn index_key(&self, fingerprint: u64) -> Vec<u8> {
         self.tagged(fingerprint, b'r', b"")
+    }
+
+    /// The channel collections are published on: `<prefix>invalidate`.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}invalidate", self.inner.prefix)
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn retry_wait(&self) -> Duration {
+        self.inner.retry_after
     }
 
     fn generation_key(&self, resource: &ResourceKey) -> Vec<u8> {
@@ -475,7 +514,12 @@ impl CollectableStore for RedisStore {
             let generation_key = self.generation_key(resource);
             let mut con = self.connection().await?;
             let mut collect = self.inner.collect.key(&index_key);
-            collect.key(&generation_key).arg(member_prefix).arg(exact);
+            collect
+                .key(&generation_key)
+                .arg(member_prefix)
+                .arg(exact)
+                .arg(self.channel())
+                .arg(invalidation_message(target));
             let n: i64 = self.timed(collect.invoke_async(&mut con)).await?;
             Ok(usize::try_from(n).unwrap_or(0))
         })

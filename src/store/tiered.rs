@@ -1,0 +1,286 @@
+//! [`TieredStore`]: a [`MemoryStore`] in front of a [`RedisStore`], kept correct across
+//! servers through Redis pub/sub.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::{future::LocalBoxFuture, StreamExt};
+
+use super::{
+    redis::parse_invalidation, CacheStore, CollectTarget, CollectableStore, MemoryStore,
+    RedisStore, StoreError,
+};
+use crate::{CacheEntry, CacheKey, ResourceKey};
+
+const LOG: &str = "actix_response_cache";
+
+/// How long an entry may live in the local tier by default: 1 second.
+///
+/// ```
+/// use actix_response_cache::DEFAULT_LOCAL_TTL;
+///
+/// assert_eq!(DEFAULT_LOCAL_TTL, std::time::Duration::from_secs(1));
+/// ```
+pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(1);
+
+/// A [`MemoryStore`] (the local tier, L1) in front of a [`RedisStore`] (L2), for several app
+/// servers: hits come from process memory, with no Redis round trip, while writes on any server
+/// still reach every server.
+///
+/// - Reads try the local tier first (synchronously, on the hit path), then Redis; what Redis
+///   returns is copied into the local tier, which is emptied every
+///   [`local_ttl`](Self::local_ttl).
+/// - Writes, sets and collections go to Redis first. Every collection is published on a Redis
+///   channel in the same Lua script that drops the entries, and each server's subscriber drops
+///   the same entries from its local tier.
+/// - The local tier is used only while the subscription is up. When it drops, the local tier is
+///   emptied and every read goes to Redis until it is back: a server that cannot hear about
+///   writes must not serve from memory.
+/// - A copy fetched from Redis is not put in the local tier when an invalidation arrived while
+///   it was in flight.
+///
+/// What is left is the delivery time of one pub/sub message (well under a millisecond on one
+/// network): a server may serve an entry another server's write just collected for that long.
+/// `local_ttl` bounds it in any case.
+///
+/// ```no_run
+/// use actix_response_cache::{Cache, MemoryStore, RedisStore, TieredStore};
+///
+/// let store = TieredStore::new(MemoryStore::new(10_000), RedisStore::new("redis://127.0.0.1:6379"));
+/// let app = actix_web::App::new().wrap(Cache::new(store));
+/// ```
+#[derive(Clone)]
+pub struct TieredStore {
+    local: MemoryStore,
+    remote: RedisStore,
+    state: Arc<State>,
+}
+
+struct State {
+    local_ttl: Duration,
+    /// The subscriber task was started.
+    started: AtomicBool,
+    /// The subscription is up: the local tier may be used.
+    listening: AtomicBool,
+    /// Invalidations received so far: a copy is put in the local tier only if none arrived
+    /// while it was fetched.
+    invalidations: AtomicU64,
+}
+
+impl TieredStore {
+    /// A local tier `local` in front of `remote`. The subscriber that keeps the local tier
+    /// correct starts on first use, on the worker that uses it first.
+    ///
+    /// ```
+    /// use actix_response_cache::{MemoryStore, RedisStore, TieredStore};
+    ///
+    /// let store = TieredStore::new(MemoryStore::new(1_000), RedisStore::new("redis://127.0.0.1:6379"));
+    /// ```
+    pub fn new(local: MemoryStore, remote: RedisStore) -> Self {
+        Self {
+            local,
+            remote,
+            state: Arc::new(State {
+                local_ttl: DEFAULT_LOCAL_TTL,
+                started: AtomicBool::new(false),
+                listening: AtomicBool::new(false),
+                invalidations: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Sets how often the local tier is emptied (default 1 s): the bound on staleness should an
+    /// invalidation message be lost, and the rate at which a hot key is fetched from Redis again.
+    ///
+    /// # Panics
+    /// Panics if called after the store was cloned.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{MemoryStore, RedisStore, TieredStore};
+    ///
+    /// let store = TieredStore::new(MemoryStore::new(1_000), RedisStore::new("redis://127.0.0.1:6379"))
+    ///     .local_ttl(Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => state.local_ttl = ttl,
+            None => panic!("TieredStore: configure the store before cloning it"),
+        }
+        self
+    }
+
+    /// Starts the subscriber once per store, on the current worker.
+    fn listen(&self) {
+        if self.state.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (local, remote, state) = (self.local.clone(), self.remote.clone(), self.state.clone());
+        // The local tier is emptied every `local_ttl`: the bound on staleness should a message
+        // be lost, whatever the entries' own lifetimes (which stay as Redis has them).
+        {
+            let (local, state) = (self.local.clone(), self.state.clone());
+            actix_web::rt::spawn(async move {
+                loop {
+                    actix_web::rt::time::sleep(state.local_ttl).await;
+                    state.invalidations.fetch_add(1, Ordering::AcqRel);
+                    local.clear();
+                }
+            });
+        }
+        actix_web::rt::spawn(async move {
+            loop {
+                subscribe(&local, &remote, &state).await;
+                // The subscription dropped: nothing local may be trusted until it is back.
+                state.listening.store(false, Ordering::Release);
+                local.clear();
+                actix_web::rt::time::sleep(remote.retry_wait()).await;
+            }
+        });
+    }
+
+    fn local_usable(&self) -> bool {
+        self.listen();
+        self.state.listening.load(Ordering::Acquire)
+    }
+
+    /// Copies `entry` into the local tier, unless an invalidation arrived since
+    /// `invalidations_before` was read.
+    fn keep_locally(&self, key: &CacheKey, entry: &CacheEntry, invalidations_before: u64) {
+        if self.state.invalidations.load(Ordering::Acquire) != invalidations_before {
+            return;
+        }
+        // The memory store cannot fail.
+        let _ = futures_util::FutureExt::now_or_never(self.local.set(key, entry.clone()));
+    }
+}
+
+/// Subscribes to the invalidation channel and applies every message to the local tier, until
+/// the subscription fails.
+async fn subscribe(local: &MemoryStore, remote: &RedisStore, state: &State) {
+    let mut pubsub = match remote.client().get_async_pubsub().await {
+        Ok(pubsub) => pubsub,
+        Err(err) => {
+            log::warn!(target: LOG, "tiered store: no invalidation channel, local tier off: {err}");
+            return;
+        }
+    };
+    if let Err(err) = pubsub.subscribe(remote.channel()).await {
+        log::warn!(target: LOG, "tiered store: subscribe failed, local tier off: {err}");
+        return;
+    }
+    // Whatever the local tier held was not kept up to date while the subscription was down.
+    local.clear();
+    state.listening.store(true, Ordering::Release);
+    log::debug!(target: LOG, "tiered store: listening on {}", remote.channel());
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        state.invalidations.fetch_add(1, Ordering::AcqRel);
+        let payload: String = match message.get_payload() {
+            Ok(payload) => payload,
+            Err(_) => {
+                local.clear();
+                continue;
+            }
+        };
+        match parse_invalidation(&payload) {
+            Some(target) => {
+                let _ = local.collect(&target).await;
+            }
+            // A message this build cannot read: drop everything rather than guess.
+            None => local.clear(),
+        }
+    }
+    log::warn!(target: LOG, "tiered store: invalidation channel closed, local tier off");
+}
+
+impl CacheStore for TieredStore {
+    async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
+        let usable = self.local_usable();
+        if usable {
+            if let Some(entry) = self.local.get(key).await? {
+                return Ok(Some(entry));
+            }
+        }
+        let before = self.state.invalidations.load(Ordering::Acquire);
+        let entry = self.remote.get(key).await?;
+        if let (true, Some(entry)) = (usable, &entry) {
+            self.keep_locally(key, entry, before);
+        }
+        Ok(entry)
+    }
+
+    async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
+        let before = self.state.invalidations.load(Ordering::Acquire);
+        self.remote.set(key, entry.clone()).await?;
+        if self.local_usable() {
+            self.keep_locally(key, &entry, before);
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
+        let _ = self.local.remove(key).await;
+        self.remote.remove(key).await
+    }
+
+    fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
+        // Only a local hit answers at once; a local miss goes on to Redis.
+        if !self.local_usable() {
+            return None;
+        }
+        match self.local.get_now(key)? {
+            Ok(Some(entry)) => Some(Ok(Some(entry))),
+            _ => None,
+        }
+    }
+
+    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
+        Some(self)
+    }
+
+    fn shared_by_servers(&self) -> bool {
+        true
+    }
+
+    async fn generation(&self, resource: &ResourceKey) -> Result<Option<u64>, StoreError> {
+        self.remote.generation(resource).await
+    }
+
+    async fn set_if_generation(
+        &self,
+        key: &CacheKey,
+        entry: CacheEntry,
+        generation: u64,
+    ) -> Result<bool, StoreError> {
+        let before = self.state.invalidations.load(Ordering::Acquire);
+        let stored = self
+            .remote
+            .set_if_generation(key, entry.clone(), generation)
+            .await?;
+        if stored && self.local_usable() {
+            self.keep_locally(key, &entry, before);
+        }
+        Ok(stored)
+    }
+}
+
+impl CollectableStore for TieredStore {
+    fn collect<'a>(
+        &'a self,
+        target: &'a CollectTarget,
+    ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            // This server's tier at once; the others (and this one again) on the message the
+            // Redis collection publishes.
+            let _ = self.local.collect(target).await;
+            self.remote.collect(target).await
+        })
+    }
+}
