@@ -517,9 +517,12 @@ where
             // The write pass-through: nothing of the resource is stored and the write asks for
             // no precondition, so there is nothing to judge, collect or remember. The handler's
             // future is polled in place, with no boxing.
+            // A store several servers share is collected after every write (it moves the
+            // resource's write generation), so its writes take the full flow.
             if matches!(lookup, Some(Lookup::UriMiss))
                 && !flags.preconditions
                 && !self.inner.policy.collect_query_variants
+                && !self.inner.store.shared_by_servers()
             {
                 return CacheFuture::WriteThrough {
                     fut: self.service.call(req),

@@ -535,3 +535,220 @@ async fn a_tiered_store_without_its_channel_does_not_serve_from_memory() {
         "served from a local tier nobody keeps correct"
     );
 }
+// A local tier stays invalidated after the runtime that first used the store has ended (a
+// restarted worker, a second server, a test): the subscriber runs on a thread of its own.
+#[test]
+fn the_local_tier_is_invalidated_after_its_first_worker_ends() {
+    use actix_response_cache::{
+        CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, MemoryStore, TieredStore,
+    };
+    let server = RedisServer::start();
+    let t = TieredStore::new(MemoryStore::new(100), store(&server))
+        .local_ttl(Duration::from_millis(100));
+    let key = CacheKey::for_get("h", "/p", "");
+    {
+        let (t, key) = (t.clone(), key.clone());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let _ = t.get(&key).await;
+                settle().await;
+            })
+        })
+        .join()
+        .unwrap();
+    }
+    let url = server.url();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            // The local tier is emptied every local_ttl: set until a copy is held locally.
+            let mut held = false;
+            for _ in 0..20 {
+                t.set(
+                    &key,
+                    CacheEntry::test_response(b"old", Duration::from_secs(60)),
+                )
+                .await
+                .unwrap();
+                if matches!(t.get_now(key.as_bytes()), Some(Ok(Some(_)))) {
+                    held = true;
+                    break;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(held, "the local tier never held the entry");
+            let other = RedisStore::new(&url);
+            other
+                .collect(&CollectTarget::new(key.resource().clone(), None))
+                .await
+                .unwrap();
+            actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+            assert!(
+                t.get_now(key.as_bytes()).is_none(),
+                "L1 still serves an entry another server collected, 5x local_ttl later"
+            );
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+// A write over an expired local copy still collects in Redis and moves the write generation:
+// writes to a store several servers share always take the full write flow.
+#[actix_web::test]
+async fn a_write_over_an_expired_local_copy_still_collects_in_redis() {
+    use actix_response_cache::{CacheEntry, CacheKey, CacheStore, MemoryStore, TieredStore};
+    let server = RedisServer::start();
+    let t =
+        TieredStore::new(MemoryStore::new(100), store(&server)).local_ttl(Duration::from_secs(60));
+    let key = CacheKey::for_get("http://localhost:8080", "/w", "");
+    let _ = t.get(&key).await;
+    settle().await;
+    // This server stored an entry that has since expired (still in its local tier).
+    t.set(
+        &key,
+        CacheEntry::test_response(b"v1", Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Another server stored a fresh one since.
+    let other = store(&server);
+    other
+        .set(
+            &key,
+            CacheEntry::test_response(b"v2", Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let gen_before = other.generation(key.resource()).await.unwrap();
+
+    let app = init_service(App::new().wrap(Cache::new(t.clone())).route(
+        "/w",
+        web::patch().to(|| async { HttpResponse::NoContent().finish() }),
+    ))
+    .await;
+    let res = call_service(&app, TestRequest::patch().uri("/w").to_request()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    assert_ne!(
+        other.generation(key.resource()).await.unwrap(),
+        gen_before,
+        "the write did not move the generation"
+    );
+    // Server B, on the same Redis, after the write:
+    let b = init_service(App::new().wrap(Cache::new(other)).route(
+        "/w",
+        web::get().to(|| async { HttpResponse::Ok().body("after-write") }),
+    ))
+    .await;
+    let res = call_service(&b, TestRequest::get().uri("/w").to_request()).await;
+    assert_eq!(
+        read_body(res).await,
+        "after-write",
+        "another server serves the entry the write should have collected"
+    );
+}
+
+// A busy worker (a blocking handler) does not hold up invalidation of the local tier: the
+// subscriber runs on a thread of its own, so staleness stays bounded by local_ttl.
+#[test]
+fn a_busy_worker_does_not_stall_invalidation() {
+    use actix_response_cache::{
+        CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, MemoryStore, TieredStore,
+    };
+    let server = RedisServer::start();
+    let t = TieredStore::new(MemoryStore::new(100), store(&server))
+        .local_ttl(Duration::from_millis(100));
+    let key = CacheKey::for_get("h", "/busy", "");
+    let worker0 = {
+        let (t, key) = (t.clone(), key.clone());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let _ = t.get(&key).await;
+                settle().await;
+                std::thread::sleep(Duration::from_secs(2)); // a blocking handler
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let url = server.url();
+    actix_web::rt::System::new().block_on(async move {
+        t.set(
+            &key,
+            CacheEntry::test_response(b"old", Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        RedisStore::new(&url)
+            .collect(&CollectTarget::new(key.resource().clone(), None))
+            .await
+            .unwrap();
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            t.get_now(key.as_bytes()).is_none(),
+            "collected entry still served 5x local_ttl after the write"
+        );
+    });
+    worker0.join().unwrap();
+}
+
+// A connection made by a runtime that has ended (its driver is gone) is not reused by the next
+// runtime on the same thread.
+#[test]
+fn a_connection_from_an_ended_runtime_is_not_reused() {
+    use actix_response_cache::{CacheEntry, CacheKey, CacheStore};
+    let server = RedisServer::start();
+    let s = store(&server);
+    let key = CacheKey::for_get("h", "/rt", "");
+    actix_web::rt::System::new().block_on(async {
+        s.set(
+            &key,
+            CacheEntry::test_response(b"x", Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    });
+    actix_web::rt::System::new().block_on(async {
+        for i in 0..3 {
+            let r = s.get(&key).await;
+            assert!(matches!(r, Ok(Some(_))), "attempt {i}: {r:?}");
+        }
+    });
+}
+
+// Expired members leave a resource's index at its next write, so a resource with many query
+// strings (/search?q=...) does not grow its index, or the collect that walks it, without bound.
+#[actix_web::test]
+async fn expired_members_leave_the_resource_index() {
+    use actix_response_cache::{CacheEntry, CacheKey, CacheStore};
+    let server = RedisServer::start();
+    let s = store(&server);
+    for i in 0..500 {
+        let key = CacheKey::for_get("h", "/search", &format!("q={i}"));
+        s.set(
+            &key,
+            CacheEntry::test_response(b"x", Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    }
+    s.set(
+        &CacheKey::for_get("h", "/search", "q=live"),
+        CacheEntry::test_response(b"x", Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Expired members are pruned by the next write of the resource.
+    s.set(
+        &CacheKey::for_get("h", "/search", "q=next"),
+        CacheEntry::test_response(b"x", Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let index: Vec<Vec<u8>> = redis::cmd("KEYS").arg("arc:*}r").query(&mut con).unwrap();
+    let n: i64 = redis::cmd("ZCARD").arg(&index[0]).query(&mut con).unwrap();
+    assert_eq!(n, 2, "the index kept expired members");
+}

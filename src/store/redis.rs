@@ -68,56 +68,65 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// are served uncached at once, instead of each waiting for a connection that will not come.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Sets the entry with its expiry, and adds its key to the resource's index, whose own expiry
-/// is extended to the longest-lived member; unless the resource's write generation (KEYS[3])
-/// is no longer ARGV[3]: a write on some server collected the resource since the miss began.
-const SET: &str = r"
-if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], KEYS[1])
+/// Redis' own clock in milliseconds, as the scripts read it (one clock for every server).
+const NOW: &str =
+    "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
+
+/// Adds the entry (KEYS[1]) to the resource's index (KEYS[2], a sorted set scored by expiry),
+/// drops the members that have expired, and keeps the index alive as long as its
+/// longest-lived member.
+const INDEX: &str = r"
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return 1
 ";
 
+/// Sets the entry (value ARGV[1], expiry ARGV[2] ms) and indexes it; unless the resource's
+/// write generation (KEYS[3]) is no longer ARGV[3]: a write on some server collected the
+/// resource since the miss began.
+fn set_script() -> String {
+    format!(
+        "{NOW}if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then\n  \
+         return 0\nend\nredis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}"
+    )
+}
+
+/// The set without the generation check.
+fn set_always_script() -> String {
+    format!("{NOW}redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}")
+}
+
 /// Moves the resource's write generation (KEYS[2]) on, and drops, in the same atomic step,
-/// every indexed entry of the resource whose key starts with
-/// ARGV[1]; with ARGV[2] = '1', only those whose query is exactly what ARGV[1] ends with (the
-/// key ends there, or goes on with a variant's `\n`). Then publishes the collection on the
-/// invalidation channel (ARGV[3], message ARGV[4]), for local tiers ([`TieredStore`]). Returns
-/// how many entries existed.
+/// every indexed entry of the resource whose key starts with ARGV[1]; with ARGV[2] = '1', only
+/// those whose query is exactly what ARGV[1] ends with (the key ends there, or goes on with a
+/// variant's `\n`). Members that have expired are dropped from the index too. Then publishes
+/// the collection on the invalidation channel (ARGV[3], message ARGV[4]), for local tiers
+/// ([`TieredStore`]). Returns how many entries existed.
 const COLLECT: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local p = ARGV[1]
 local n = 0
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if string.sub(m, 1, #p) == p and
      (ARGV[2] == '0' or #m == #p or string.sub(m, #p + 1, #p + 1) == '\n') then
     n = n + redis.call('DEL', m)
-    redis.call('SREM', KEYS[1], m)
+    redis.call('ZREM', KEYS[1], m)
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return n
 ";
 
-/// [`SET`] without the generation check.
-const SET_ALWAYS: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[2], KEYS[1])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-";
-
 /// Deletes one entry and its index membership.
 const REMOVE: &str = r"
-redis.call('SREM', KEYS[2], KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return redis.call('DEL', KEYS[1])
 ";
 
@@ -126,15 +135,17 @@ return redis.call('DEL', KEYS[1])
 /// the same entries (and so the same `ETag`s).
 ///
 /// - Entries expire with Redis' own TTL (`PX`): nothing stale is read, nothing needs sweeping.
-/// - Every entry's key is listed in a per-resource index (a set), so `collect` drops every
-///   variant of a resource in one Lua script, without `SCAN` or `KEYS`. An entry and its index
-///   share a hash tag (the resource's fingerprint), so they live in one cluster slot.
+/// - Every entry's key is listed in a per-resource index (a sorted set scored by expiry, pruned
+///   as it goes), so `collect` drops every variant of a resource in one Lua script, without
+///   `SCAN` or `KEYS`. An entry and its index share a hash tag (the resource's fingerprint); the
+///   store connects to one Redis server (or a primary behind a proxy), not to Redis Cluster.
 /// - Entries use a compact, versioned byte layout; one written by another version, or corrupt,
 ///   is a miss and a log line.
 /// - Fail-open: when Redis is down, slow (past [`timeout`](Self::timeout), 50 ms by default) or
 ///   answers errors, the operation fails, the middleware logs it and serves the request
-///   uncached. After a failed connection the store waits a second before connecting again, so
-///   requests are not each held up by it; it recovers by itself when Redis is back.
+///   uncached. After a failed connection or a timeout the store waits a second
+///   ([`retry_after`](Self::retry_after)) before trying Redis again, so requests are not each
+///   held up by it; it recovers by itself when Redis is back.
 ///
 /// Each worker thread has its own multiplexed connection, made on first use.
 ///
@@ -164,7 +175,9 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     retry_after: Duration,
-    connections: Mutex<HashMap<ThreadId, ConnectionManager>>,
+    /// Each worker thread's connection, with a token that lives as long as the runtime the
+    /// connection's driver runs on: a connection made by a runtime that has ended is not reused.
+    connections: Mutex<HashMap<ThreadId, (ConnectionManager, std::sync::Weak<()>)>>,
     /// No connection attempt before this instant, after a failed one.
     down_until: Mutex<Option<Instant>>,
     set: Script,
@@ -219,8 +232,8 @@ impl RedisStore {
                 retry_after: DEFAULT_RETRY_AFTER,
                 connections: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
-                set: Script::new(SET),
-                set_always: Script::new(SET_ALWAYS),
+                set: Script::new(&set_script()),
+                set_always: Script::new(&set_always_script()),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
             }),
@@ -328,13 +341,24 @@ impl RedisStore {
 
     /// This worker thread's connection, made on first use.
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(until) = *self.inner.down_until.lock() {
+            if Instant::now() < until {
+                return Err(StoreError::unavailable(
+                    "redis is down or slow, retrying later",
+                ));
+            }
+        }
         let thread = std::thread::current().id();
-        if let Some(con) = self.inner.connections.lock().get(&thread) {
-            return Ok(con.clone());
+        if let Some((con, runtime)) = self.inner.connections.lock().get(&thread) {
+            if runtime.strong_count() > 0 {
+                return Ok(con.clone());
+            }
         }
         if let Some(until) = *self.inner.down_until.lock() {
             if Instant::now() < until {
-                return Err(StoreError::unavailable("redis is down, retrying later"));
+                return Err(StoreError::unavailable(
+                    "redis is down or slow, retrying later",
+                ));
             }
         }
         let config = ConnectionManagerConfig::new()
@@ -350,7 +374,17 @@ impl RedisStore {
         match result {
             Ok(con) => {
                 *self.inner.down_until.lock() = None;
-                self.inner.connections.lock().insert(thread, con.clone());
+                // A task that holds the token until this runtime ends.
+                let token = Arc::new(());
+                let runtime = Arc::downgrade(&token);
+                actix_web::rt::spawn(async move {
+                    let _token = token;
+                    std::future::pending::<()>().await;
+                });
+                self.inner
+                    .connections
+                    .lock()
+                    .insert(thread, (con.clone(), runtime));
                 Ok(con)
             }
             Err(err) => {
@@ -368,7 +402,10 @@ impl RedisStore {
         match actix_web::rt::time::timeout(self.inner.timeout, command).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.failed(err)),
-            Err(_) => Err(StoreError::Timeout),
+            Err(_) => {
+                self.back_off();
+                Err(StoreError::Timeout)
+            }
         }
     }
 
@@ -411,6 +448,11 @@ impl RedisStore {
         }
     }
 
+    /// Stops using Redis for [`retry_after`](Self::retry_after).
+    fn back_off(&self) {
+        *self.inner.down_until.lock() = Some(Instant::now() + self.inner.retry_after);
+    }
+
     /// Maps a Redis error; a dropped connection is forgotten, so that the next operation
     /// connects again.
     fn failed(&self, err: RedisError) -> StoreError {
@@ -419,9 +461,11 @@ impl RedisStore {
                 .connections
                 .lock()
                 .remove(&std::thread::current().id());
+            self.back_off();
             return StoreError::unavailable(err);
         }
         if err.is_timeout() {
+            self.back_off();
             return StoreError::Timeout;
         }
         StoreError::other(err)

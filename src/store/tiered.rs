@@ -74,7 +74,7 @@ struct State {
 
 impl TieredStore {
     /// A local tier `local` in front of `remote`. The subscriber that keeps the local tier
-    /// correct starts on first use, on the worker that uses it first.
+    /// correct starts on first use, on a thread of its own.
     ///
     /// ```
     /// use actix_response_cache::{MemoryStore, RedisStore, TieredStore};
@@ -116,33 +116,25 @@ impl TieredStore {
         self
     }
 
-    /// Starts the subscriber once per store, on the current worker.
+    /// Starts the subscriber once per store, on a thread of its own: a busy or restarted worker
+    /// must not hold up invalidation for the others. The thread ends when the last clone of the
+    /// store is dropped.
     fn listen(&self) {
-        if self.state.started.swap(true, Ordering::AcqRel) {
+        if self.state.started.load(Ordering::Acquire)
+            || self.state.started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        let (local, remote, state) = (self.local.clone(), self.remote.clone(), self.state.clone());
-        // The local tier is emptied every `local_ttl`: the bound on staleness should a message
-        // be lost, whatever the entries' own lifetimes (which stay as Redis has them).
-        {
-            let (local, state) = (self.local.clone(), self.state.clone());
-            actix_web::rt::spawn(async move {
-                loop {
-                    actix_web::rt::time::sleep(state.local_ttl).await;
-                    state.invalidations.fetch_add(1, Ordering::AcqRel);
-                    local.clear();
-                }
+        let (local, remote) = (self.local.clone(), self.remote.clone());
+        let state = Arc::downgrade(&self.state);
+        let spawned = std::thread::Builder::new()
+            .name("arc-invalidation".to_owned())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(listen_until_dropped(local, remote, state));
             });
+        if let Err(err) = spawned {
+            log::warn!(target: LOG, "tiered store: no subscriber thread, local tier off: {err}");
         }
-        actix_web::rt::spawn(async move {
-            loop {
-                subscribe(&local, &remote, &state).await;
-                // The subscription dropped: nothing local may be trusted until it is back.
-                state.listening.store(false, Ordering::Release);
-                local.clear();
-                actix_web::rt::time::sleep(remote.retry_wait()).await;
-            }
-        });
     }
 
     fn local_usable(&self) -> bool {
@@ -151,19 +143,51 @@ impl TieredStore {
     }
 
     /// Copies `entry` into the local tier, unless an invalidation arrived since
-    /// `invalidations_before` was read.
+    /// `invalidations_before` was read (checked again after the insert: the subscriber runs on
+    /// another thread).
     fn keep_locally(&self, key: &CacheKey, entry: &CacheEntry, invalidations_before: u64) {
-        if self.state.invalidations.load(Ordering::Acquire) != invalidations_before {
+        let invalidations = &self.state.invalidations;
+        if invalidations.load(Ordering::Acquire) != invalidations_before {
             return;
         }
         // The memory store cannot fail.
         let _ = futures_util::FutureExt::now_or_never(self.local.set(key, entry.clone()));
+        if invalidations.load(Ordering::Acquire) != invalidations_before {
+            let _ = futures_util::FutureExt::now_or_never(self.local.remove(key));
+        }
     }
 }
 
-/// Subscribes to the invalidation channel and applies every message to the local tier, until
-/// the subscription fails.
-async fn subscribe(local: &MemoryStore, remote: &RedisStore, state: &State) {
+/// The subscriber thread's loop: subscribe, apply messages, empty the local tier every
+/// `local_ttl`, and after a failure empty it and subscribe again, until the store is dropped.
+async fn listen_until_dropped(
+    local: MemoryStore,
+    remote: RedisStore,
+    state: std::sync::Weak<State>,
+) {
+    loop {
+        let Some(alive) = state.upgrade() else { return };
+        let local_ttl = alive.local_ttl;
+        drop(alive);
+        subscribe(&local, &remote, &state, local_ttl).await;
+        // The subscription dropped: nothing local may be trusted until it is back.
+        let Some(alive) = state.upgrade() else { return };
+        alive.listening.store(false, Ordering::Release);
+        alive.invalidations.fetch_add(1, Ordering::AcqRel);
+        local.clear();
+        drop(alive);
+        actix_web::rt::time::sleep(remote.retry_wait()).await;
+    }
+}
+
+/// Subscribes to the invalidation channel and applies every message to the local tier, and
+/// empties it every `local_ttl`, until the subscription fails or the store is dropped.
+async fn subscribe(
+    local: &MemoryStore,
+    remote: &RedisStore,
+    state: &std::sync::Weak<State>,
+    local_ttl: Duration,
+) {
     let mut pubsub = match remote.client().get_async_pubsub().await {
         Ok(pubsub) => pubsub,
         Err(err) => {
@@ -177,24 +201,38 @@ async fn subscribe(local: &MemoryStore, remote: &RedisStore, state: &State) {
     }
     // Whatever the local tier held was not kept up to date while the subscription was down.
     local.clear();
-    state.listening.store(true, Ordering::Release);
+    match state.upgrade() {
+        Some(alive) => alive.listening.store(true, Ordering::Release),
+        None => return,
+    }
     log::debug!(target: LOG, "tiered store: listening on {}", remote.channel());
     let mut messages = pubsub.into_on_message();
-    while let Some(message) = messages.next().await {
-        state.invalidations.fetch_add(1, Ordering::AcqRel);
-        let payload: String = match message.get_payload() {
-            Ok(payload) => payload,
-            Err(_) => {
+    let mut tick = Box::pin(actix_web::rt::time::sleep(local_ttl));
+    loop {
+        let next = futures_util::future::select(messages.next(), tick.as_mut()).await;
+        let Some(alive) = state.upgrade() else { return };
+        match next {
+            futures_util::future::Either::Left((Some(message), _)) => {
+                alive.invalidations.fetch_add(1, Ordering::AcqRel);
+                match message
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|p| parse_invalidation(&p))
+                {
+                    Some(target) => {
+                        let _ = local.collect(&target).await;
+                    }
+                    // A message this build cannot read: drop everything rather than guess.
+                    None => local.clear(),
+                }
+            }
+            futures_util::future::Either::Left((None, _)) => break,
+            // The bound on staleness, should a message be lost.
+            futures_util::future::Either::Right(((), _)) => {
+                alive.invalidations.fetch_add(1, Ordering::AcqRel);
                 local.clear();
-                continue;
+                tick = Box::pin(actix_web::rt::time::sleep(local_ttl));
             }
-        };
-        match parse_invalidation(&payload) {
-            Some(target) => {
-                let _ = local.collect(&target).await;
-            }
-            // A message this build cannot read: drop everything rather than guess.
-            None => local.clear(),
         }
     }
     log::warn!(target: LOG, "tiered store: invalidation channel closed, local tier off");
@@ -236,7 +274,9 @@ impl CacheStore for TieredStore {
             return None;
         }
         match self.local.get_now(key)? {
-            Ok(Some(entry)) => Some(Ok(Some(entry))),
+            Ok(Some(entry)) if !entry.is_expired(std::time::SystemTime::now()) => {
+                Some(Ok(Some(entry)))
+            }
             _ => None,
         }
     }
@@ -277,10 +317,14 @@ impl CollectableStore for TieredStore {
         target: &'a CollectTarget,
     ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
         Box::pin(async move {
-            // This server's tier at once; the others (and this one again) on the message the
-            // Redis collection publishes.
+            // This server's tier before and after the Redis collection (a copy fetched in
+            // between is not kept either); the other servers' on the message it publishes.
+            self.state.invalidations.fetch_add(1, Ordering::AcqRel);
             let _ = self.local.collect(target).await;
-            self.remote.collect(target).await
+            let collected = self.remote.collect(target).await;
+            self.state.invalidations.fetch_add(1, Ordering::AcqRel);
+            let _ = self.local.collect(target).await;
+            collected
         })
     }
 }
