@@ -59,8 +59,8 @@ pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
 /// written: the second waits, then finds the first write's marker and gets its `412`.
 ///
 /// Unconditional writes do not wait: they did not ask for protection, and a slow upload must
-/// not hold up every other write to its collection. Servers sharing a store are not serialised
-/// with each other.
+/// not hold up every other write to its collection. Servers sharing a store are serialised
+/// through the store's own lock ([`CacheStore::try_lock_resource`](crate::CacheStore)).
 pub(crate) async fn lock_conditional_write(
     resource: u64,
 ) -> futures_util::lock::OwnedMutexGuard<()> {

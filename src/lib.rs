@@ -134,9 +134,10 @@
 //!   asks a server to ignore preconditions when the answer would not be `2xx`; a middleware
 //!   cannot know that before the handler runs. Wrap only the scopes whose writes should be judged
 //!   if that matters.
-//! - The cache judges writes only from what it has stored, within one process (several
-//!   servers sharing one store are not serialised with each other). Handlers that must never lose
-//!   an update should still check a version themselves.
+//! - The cache judges writes only from what it has stored. Conditional writes of one resource
+//!   run one at a time within the process, and across servers with a store that can lock
+//!   (`RedisStore`); a store failure or a lock held past 5 s lets a write go on without it.
+//!   Handlers that must never lose an update should still check a version themselves.
 //! - `Range` and `If-Range` are not evaluated: a hit answers with the whole stored response.
 //!
 //! # Middleware order

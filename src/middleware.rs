@@ -2088,126 +2088,182 @@ where
         None
     };
 
-    // The owned key is built only when needed: a write through a resource the cache does not
-    // hold needs none.
-    let mut key = None;
-    // A prefetched lookup predates the lock: look again once it is held.
-    let lookup = match prefetched {
-        Some(lookup) if _lock.is_none() => lookup,
-        _ if stores => {
-            let k = key.insert(inner.key(req.request()));
-            inner.lookup(k, req.headers()).await
-        }
-        _ => Lookup::UriMiss,
+    // Across servers sharing the store, the same: a lock in the store, taken after this
+    // process's (so one server's writes queue here, not in the store).
+    let remote_lock = match (&_lock, inner.store.shared_by_servers()) {
+        (Some(_), true) => lock_in_store(&inner, req.request()).await,
+        _ => None,
     };
-    // Nothing reachable is stored under the primary key: without query variants to drop, there
-    // is nothing to collect. (A miss that stores during the write is undone by the race guard.)
-    // A store several servers share is collected after every write all the same: the collect
-    // moves the resource's write generation on, which stops a miss in flight on another server.
-    let nothing_stored = matches!(lookup, Lookup::UriMiss) && !inner.store.shared_by_servers();
 
-    // What the write will make stale, oldest first: tags an earlier write made stale, the
-    // stored tag, and the strong tags the client's If-Match claims are current.
-    let mut superseded: Vec<Box<[u8]>> = Vec::new();
-    // A request with credentials the key does not separate was never served a stored entry
-    // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
-    let current = match &lookup {
-        Lookup::Hit { entry, .. } => match entry.kind() {
-            // A stale entry may no longer be current: only the handler can judge.
-            EntryKind::Response(stored)
-                if stored.status.is_success()
-                    && servable(&inner.policy, flags, stored)
-                    && stored.is_fresh(SystemTime::now()) =>
-            {
-                let etag = stored.etag.as_ref().map(StoredTag::tag);
-                if let Some(tag) = etag.filter(|t| !t.weak) {
-                    superseded.push(tag.opaque.into());
-                }
-                Current::Representation {
-                    etag,
-                    last_modified: stored.last_modified,
-                }
+    let result: Result<ServiceResponse<EitherBody<B>>, Error> = async {
+        // The owned key is built only when needed: a write through a resource the cache does not
+        // hold needs none.
+        let mut key = None;
+        // A prefetched lookup predates the lock: look again once it is held.
+        let lookup = match prefetched {
+            Some(lookup) if _lock.is_none() => lookup,
+            _ if stores => {
+                let k = key.insert(inner.key(req.request()));
+                inner.lookup(k, req.headers()).await
             }
-            _ => Current::Unknown,
-        },
-        Lookup::Modified(entry) => match entry.kind() {
-            EntryKind::Modified(m) => {
-                superseded.extend(m.superseded.iter().cloned());
-                Current::Modified {
-                    superseded: &m.superseded,
-                    last_modified: m.last_modified,
+            _ => Lookup::UriMiss,
+        };
+        // Nothing reachable is stored under the primary key: without query variants to drop, there
+        // is nothing to collect. (A miss that stores during the write is undone by the race guard.)
+        // A store several servers share is collected after every write all the same: the collect
+        // moves the resource's write generation on, which stops a miss in flight on another server.
+        let nothing_stored = matches!(lookup, Lookup::UriMiss) && !inner.store.shared_by_servers();
+
+        // What the write will make stale, oldest first: tags an earlier write made stale, the
+        // stored tag, and the strong tags the client's If-Match claims are current.
+        let mut superseded: Vec<Box<[u8]>> = Vec::new();
+        // A request with credentials the key does not separate was never served a stored entry
+        // that is not shareable with it (RFC 9111 §3.5), so it is not judged against one either.
+        let current = match &lookup {
+            Lookup::Hit { entry, .. } => match entry.kind() {
+                // A stale entry may no longer be current: only the handler can judge.
+                EntryKind::Response(stored)
+                    if stored.status.is_success()
+                        && servable(&inner.policy, flags, stored)
+                        && stored.is_fresh(SystemTime::now()) =>
+                {
+                    let etag = stored.etag.as_ref().map(StoredTag::tag);
+                    if let Some(tag) = etag.filter(|t| !t.weak) {
+                        superseded.push(tag.opaque.into());
+                    }
+                    Current::Representation {
+                        etag,
+                        last_modified: stored.last_modified,
+                    }
                 }
-            }
+                _ => Current::Unknown,
+            },
+            Lookup::Modified(entry) => match entry.kind() {
+                EntryKind::Modified(m) => {
+                    superseded.extend(m.superseded.iter().cloned());
+                    Current::Modified {
+                        superseded: &m.superseded,
+                        last_modified: m.last_modified,
+                    }
+                }
+                _ => Current::Unknown,
+            },
             _ => Current::Unknown,
-        },
-        _ => Current::Unknown,
-    };
-    if conditional
-        && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
-    {
-        log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
-        let mut res = conditional::precondition_failed();
-        if let Some(v) = inner.status("fwd=method", "; detail=precondition-failed") {
-            res.headers_mut().insert(cache_status(), v);
+        };
+        if conditional
+            && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
+        {
+            log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
+            let mut res = conditional::precondition_failed();
+            if let Some(v) = inner.status("fwd=method", "; detail=precondition-failed") {
+                res.headers_mut().insert(cache_status(), v);
+            }
+            return Ok(req.into_response(res).map_into_right_body());
         }
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    etag::for_each_strong(req.headers().get_all(header::IF_MATCH), |tag| {
-        superseded.push(tag.into());
-    });
+        etag::for_each_strong(req.headers().get_all(header::IF_MATCH), |tag| {
+            superseded.push(tag.into());
+        });
 
-    let res = service.call(req).await?;
-    let status = res.status();
-    if !(status.is_success() || status.is_redirection()) {
-        return Ok(res.map_into_left_body());
-    }
+        let res = service.call(req).await?;
+        let status = res.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return Ok(res.map_into_left_body());
+        }
 
-    // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
-    // may invalidate the same-origin URIs in Location and Content-Location.
-    let others = after_write(&inner, &res, fingerprint);
-    // A marker is worth writing when it hides something or remembers something. Only the
-    // methods known to change the representation leave one; an extension method may be
-    // read-only (WebDAV's PROPFIND), so it only invalidates, as RFC 9111 §4.4 asks.
-    let remembers = !superseded.is_empty() || !nothing_stored || conditional;
-    let marks = stores && remembers && is_known_write(res.request().method());
-    let key = if marks || !nothing_stored || inner.policy.collect_query_variants {
-        Some(key.unwrap_or_else(|| inner.key(res.request())))
-    } else {
-        None
-    };
-    if let Some(key) = key
-        .as_ref()
-        .filter(|_| !nothing_stored || inner.policy.collect_query_variants)
-    {
-        let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
-        collect(
-            &inner,
-            key,
-            CollectTarget::new(key.resource().clone(), query),
-        )
-        .await;
-    }
-    if let Some(others) = others {
-        others.await;
-    }
+        // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI, and
+        // may invalidate the same-origin URIs in Location and Content-Location.
+        let others = after_write(&inner, &res, fingerprint);
+        // A marker is worth writing when it hides something or remembers something. Only the
+        // methods known to change the representation leave one; an extension method may be
+        // read-only (WebDAV's PROPFIND), so it only invalidates, as RFC 9111 §4.4 asks.
+        let remembers = !superseded.is_empty() || !nothing_stored || conditional;
+        let marks = stores && remembers && is_known_write(res.request().method());
+        let key = if marks || !nothing_stored || inner.policy.collect_query_variants {
+            Some(key.unwrap_or_else(|| inner.key(res.request())))
+        } else {
+            None
+        };
+        if let Some(key) = key
+            .as_ref()
+            .filter(|_| !nothing_stored || inner.policy.collect_query_variants)
+        {
+            let query = (!inner.policy.collect_query_variants).then(|| key.query().into());
+            collect(
+                &inner,
+                key,
+                CollectTarget::new(key.resource().clone(), query),
+            )
+            .await;
+        }
+        if let Some(others) = others {
+            others.await;
+        }
 
-    if let Some(key) = key.filter(|_| marks) {
-        let now = SystemTime::now();
-        // Without a Last-Modified from the application, the write time, truncated to HTTP-date
-        // precision, bounds If-Unmodified-Since: the resource certainly changed then.
-        let last_modified = conditional::http_date(res.headers(), &header::LAST_MODIFIED)
-            .unwrap_or_else(|| truncate_to_seconds(now));
-        let marker = CacheEntry::new(
-            now,
-            inner.policy.expiry,
-            EntryKind::Modified(ModifiedMarker {
-                superseded: newest_distinct(superseded, MAX_SUPERSEDED),
-                last_modified: Some(last_modified),
-            }),
-        );
-        let _ = inner.timed("set", inner.store.set(&key, marker)).await;
+        if let Some(key) = key.filter(|_| marks) {
+            let now = SystemTime::now();
+            // Without a Last-Modified from the application, the write time, truncated to HTTP-date
+            // precision, bounds If-Unmodified-Since: the resource certainly changed then.
+            let last_modified = conditional::http_date(res.headers(), &header::LAST_MODIFIED)
+                .unwrap_or_else(|| truncate_to_seconds(now));
+            let marker = CacheEntry::new(
+                now,
+                inner.policy.expiry,
+                EntryKind::Modified(ModifiedMarker {
+                    superseded: newest_distinct(superseded, MAX_SUPERSEDED),
+                    last_modified: Some(last_modified),
+                }),
+            );
+            let _ = inner.timed("set", inner.store.set(&key, marker)).await;
+        }
+        Ok(res.map_into_left_body())
     }
-    Ok(res.map_into_left_body())
+    .await;
+    if let Some((resource, token)) = remote_lock {
+        let _ = inner
+            .timed("unlock", inner.store.unlock_resource(&resource, token))
+            .await;
+    }
+    result
+}
+
+/// How long a conditional write waits for another server's write of the same resource.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a store lock lives if its holder never releases it (a server that died mid-write).
+const STORE_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// Takes the store's lock of the request's resource, waiting for another server's write of it
+/// at most [`STORE_LOCK_WAIT`]. `None`: the store keeps no locks, failed, or the wait ran out;
+/// the write then goes on without it (logged), as it would without the store.
+async fn lock_in_store<St: CacheStore>(
+    inner: &Inner<St>,
+    req: &HttpRequest,
+) -> Option<(crate::ResourceKey, u64)> {
+    let resource = inner.key(req).resource().clone();
+    let token = new_generation();
+    let deadline = std::time::Instant::now() + STORE_LOCK_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match inner
+            .timed(
+                "lock",
+                inner
+                    .store
+                    .try_lock_resource(&resource, token, STORE_LOCK_TTL),
+            )
+            .await
+        {
+            Ok(true) => return Some((resource, token)),
+            Ok(false) if std::time::Instant::now() < deadline => {
+                actix_web::rt::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Ok(false) => {
+                log::warn!(target: LOG, "write of {resource:?} goes on without the store lock: held too long");
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// `PUT`, `PATCH`, `DELETE` and `POST`: the methods known to change the target resource.

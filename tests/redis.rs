@@ -752,3 +752,59 @@ async fn expired_members_leave_the_resource_index() {
     let n: i64 = redis::cmd("ZCARD").arg(&index[0]).query(&mut con).unwrap();
     assert_eq!(n, 2, "the index kept expired members");
 }
+
+// Conditional writes of one resource run one at a time across servers: while another server
+// holds the resource's lock in Redis, a conditional PATCH here waits (its handler is not
+// called); it goes on when the lock is released, and releases its own when done.
+#[actix_web::test]
+async fn conditional_writes_wait_for_another_servers_lock() {
+    use actix_response_cache::{CacheKey, CacheStore};
+
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)))
+            .service(versioned(&calls, &version)),
+    )
+    .await;
+    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+    let etag = header(&res, header::ETAG);
+    read_body(res).await;
+    assert_eq!(calls.get(), 1);
+
+    let other_server = store(&server);
+    let resource = CacheKey::for_get("http://localhost:8080", "/item", "")
+        .resource()
+        .clone();
+    assert!(other_server
+        .try_lock_resource(&resource, 42, Duration::from_secs(10))
+        .await
+        .unwrap());
+    let patch = call_service(
+        &app,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    );
+    let other = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let calls_while_held = calls.get();
+        other_server.unlock_resource(&resource, 42).await.unwrap();
+        calls_while_held
+    };
+    let (res, calls_while_held) = futures_util::future::join(patch, other).await;
+    assert_eq!(
+        calls_while_held, 1,
+        "the PATCH ran while another server held the lock"
+    );
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(calls.get(), 2);
+    // Released after the write: the other server can take it at once.
+    assert!(other_server
+        .try_lock_resource(&resource, 43, Duration::from_secs(10))
+        .await
+        .unwrap());
+}

@@ -211,6 +211,56 @@ pub trait CacheStore: 'static {
         std::future::ready(Ok(None))
     }
 
+    /// Takes the lock of `resource` with `token`, for at most `ttl`: `Ok(false)` when another
+    /// holder has it. For stores several servers share, so that conditional writes of one
+    /// resource run one at a time across servers. The default (a store of one process) always
+    /// succeeds: the middleware's own lock already serialises them.
+    ///
+    /// ```
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use std::time::Duration;
+    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
+    ///
+    /// let key = CacheKey::for_get("http://example.com", "/a", "");
+    /// let store = MemoryStore::new(10);
+    /// assert!(store.try_lock_resource(key.resource(), 1, Duration::from_secs(1)).await.unwrap());
+    /// # });
+    /// ```
+    fn try_lock_resource(
+        &self,
+        resource: &ResourceKey,
+        token: u64,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = (resource, token, ttl);
+        std::future::ready(Ok(true))
+    }
+
+    /// Releases [`try_lock_resource`](Self::try_lock_resource)'s lock if `token` still holds it.
+    ///
+    /// ```
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
+    ///
+    /// let key = CacheKey::for_get("http://example.com", "/a", "");
+    /// MemoryStore::new(10).unlock_resource(key.resource(), 1).await.unwrap();
+    /// # });
+    /// ```
+    fn unlock_resource(
+        &self,
+        resource: &ResourceKey,
+        token: u64,
+    ) -> impl Future<Output = Result<(), StoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = (resource, token);
+        std::future::ready(Ok(()))
+    }
+
     /// Stores `entry` unless the generation of its resource is no longer `generation`;
     /// returns whether it stored. The default ignores the generation and stores.
     ///

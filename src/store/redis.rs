@@ -124,6 +124,14 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return n
 ";
 
+/// Releases a resource's write lock (KEYS[1]) if the token ARGV[1] still holds it.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// Deletes one entry and its index membership.
 const REMOVE: &str = r"
 redis.call('ZREM', KEYS[2], KEYS[1])
@@ -184,6 +192,7 @@ struct Inner {
     set_always: Script,
     collect: Script,
     remove: Script,
+    unlock: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -236,6 +245,7 @@ impl RedisStore {
                 set_always: Script::new(&set_always_script()),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
+                unlock: Script::new(UNLOCK),
             }),
         })
     }
@@ -321,6 +331,10 @@ impl RedisStore {
 
     pub(crate) fn retry_wait(&self) -> Duration {
         self.inner.retry_after
+    }
+
+    fn lock_key(&self, resource: &ResourceKey) -> Vec<u8> {
+        self.tagged(resource.fingerprint(), b'l', &resource_bytes(resource))
     }
 
     fn generation_key(&self, resource: &ResourceKey) -> Vec<u8> {
@@ -516,6 +530,34 @@ impl CacheStore for RedisStore {
         generation: u64,
     ) -> Result<bool, StoreError> {
         self.store(key, entry, Some(generation)).await
+    }
+
+    async fn try_lock_resource(
+        &self,
+        resource: &ResourceKey,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let lock_key = self.lock_key(resource);
+        let mut con = self.connection().await?;
+        let mut set = redis::cmd("SET");
+        set.arg(&lock_key)
+            .arg(token.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        let answer: Option<String> = self.timed(set.query_async(&mut con)).await?;
+        Ok(answer.is_some())
+    }
+
+    async fn unlock_resource(&self, resource: &ResourceKey, token: u64) -> Result<(), StoreError> {
+        let lock_key = self.lock_key(resource);
+        let mut con = self.connection().await?;
+        let mut unlock = self.inner.unlock.key(&lock_key);
+        unlock.arg(token.to_string());
+        self.timed(unlock.invoke_async::<i64>(&mut con))
+            .await
+            .map(drop)
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {

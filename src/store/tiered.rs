@@ -293,6 +293,19 @@ impl CacheStore for TieredStore {
         self.remote.generation(resource).await
     }
 
+    async fn try_lock_resource(
+        &self,
+        resource: &ResourceKey,
+        token: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.remote.try_lock_resource(resource, token, ttl).await
+    }
+
+    async fn unlock_resource(&self, resource: &ResourceKey, token: u64) -> Result<(), StoreError> {
+        self.remote.unlock_resource(resource, token).await
+    }
+
     async fn set_if_generation(
         &self,
         key: &CacheKey,
