@@ -49,7 +49,6 @@ pub(crate) struct EntryInner {
     pub(crate) kind: EntryKind,
 }
 
-#[derive(Clone)]
 pub(crate) enum EntryKind {
     Response(StoredResponse),
     Variants(VariantMarker),
@@ -57,7 +56,6 @@ pub(crate) enum EntryKind {
 }
 
 /// A response as it was stored: everything needed to answer a hit without the handler.
-#[derive(Clone)]
 pub(crate) struct StoredResponse {
     pub(crate) status: StatusCode,
     /// Prebuilt headers, hop-by-hop fields already removed. A flat list: it is only ever
@@ -103,7 +101,6 @@ impl StoredResponse {
 
 /// A stored response's entity tag, parsed when it was stored so that hits judging a
 /// precondition do not parse it again.
-#[derive(Clone)]
 pub(crate) struct StoredTag {
     value: HeaderValue,
     weak: bool,
@@ -145,7 +142,6 @@ impl StoredTag {
 }
 
 /// Kept at a resource's primary key when its response carries `Vary`.
-#[derive(Clone)]
 pub(crate) struct VariantMarker {
     /// The `Vary` header names, lowercase, sorted and deduplicated.
     pub(crate) names: Box<[HeaderName]>,
@@ -156,7 +152,6 @@ pub(crate) struct VariantMarker {
 }
 
 /// What is known of a resource right after a successful write.
-#[derive(Clone)]
 pub(crate) struct ModifiedMarker {
     /// Strong entity tags that were current before the write (the newest last).
     pub(crate) superseded: Box<[Box<[u8]>]>,

@@ -32,9 +32,10 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// The epoch of the last write of every resource whose fingerprint falls in the slot.
 static LAST_WRITE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 
-fn slot(fingerprint: u64) -> &'static AtomicU64 {
-    // Fingerprints are hashes: their low bits are as good as any.
-    &LAST_WRITE[(fingerprint as usize) & (SLOTS - 1)]
+/// The slot of `table` for a key hash or fingerprint: hashes, whose low bits are as good as
+/// any.
+fn slot(table: &'static [AtomicU64; SLOTS], key: u64) -> &'static AtomicU64 {
+    &table[(key as usize) & (SLOTS - 1)]
 }
 
 /// The epoch a miss reads before it calls its handler.
@@ -46,12 +47,12 @@ pub(crate) fn epoch() -> u64 {
 /// ([`ResourceKey::fingerprint`]). Call before collecting its entries.
 pub(crate) fn record_write(key: u64) {
     let epoch = EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
-    slot(key).fetch_max(epoch, Ordering::SeqCst);
+    slot(&LAST_WRITE, key).fetch_max(epoch, Ordering::SeqCst);
 }
 
 /// Whether `resource` may have been written since `epoch`.
 pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
-    slot(resource.fingerprint()).load(Ordering::SeqCst) > epoch
+    slot(&LAST_WRITE, resource.fingerprint()).load(Ordering::SeqCst) > epoch
 }
 
 /// Conditional writes of one resource run one at a time in this process, so that two writes
@@ -133,18 +134,17 @@ fn unix_secs() -> u64 {
 
 /// Remembers that the last response for the key with this hash could not be stored.
 pub(crate) fn mark_uncacheable(key: u64) {
-    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)]
-        .store(unix_secs() + UNCACHEABLE_FOR, Ordering::Relaxed);
+    slot(&UNCACHEABLE_UNTIL, key).store(unix_secs() + UNCACHEABLE_FOR, Ordering::Relaxed);
 }
 
 /// Forgets [`mark_uncacheable`] once a response for the key was stored.
 pub(crate) fn mark_cacheable(key: u64) {
-    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)].store(0, Ordering::Relaxed);
+    slot(&UNCACHEABLE_UNTIL, key).store(0, Ordering::Relaxed);
 }
 
 /// Whether a recent response for the key could not be stored.
 pub(crate) fn is_uncacheable(key: u64) -> bool {
-    UNCACHEABLE_UNTIL[(key as usize) & (SLOTS - 1)].load(Ordering::Relaxed) > unix_secs()
+    slot(&UNCACHEABLE_UNTIL, key).load(Ordering::Relaxed) > unix_secs()
 }
 
 /// Keys with a background refresh (stale-while-revalidate) claimed, and until when (seconds
@@ -157,7 +157,7 @@ const REFRESH_CLAIM: u64 = 60;
 
 /// Claims the background refresh of the key with this hash; `false` when one is claimed.
 pub(crate) fn claim_refresh(key: u64) -> bool {
-    let slot = &REFRESHING_UNTIL[(key as usize) & (SLOTS - 1)];
+    let slot = slot(&REFRESHING_UNTIL, key);
     let now = unix_secs();
     let current = slot.load(Ordering::Acquire);
     current <= now
@@ -173,5 +173,5 @@ pub(crate) fn claim_refresh(key: u64) -> bool {
 
 /// Releases [`claim_refresh`] once the refresh is done.
 pub(crate) fn release_refresh(key: u64) {
-    REFRESHING_UNTIL[(key as usize) & (SLOTS - 1)].store(0, Ordering::Release);
+    slot(&REFRESHING_UNTIL, key).store(0, Ordering::Release);
 }

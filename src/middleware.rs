@@ -846,9 +846,7 @@ impl<St: CacheStore> Inner<St> {
         }
         self.policy.status_value(&format!("{fwd}{detail}"))
     }
-}
 
-impl<St: CacheStore> Inner<St> {
     /// [`status`](Self::status) with `; ttl=N` added when a response was stored (a miss:
     /// formatted each time, unlike the prebuilt values).
     fn status_with_ttl(

@@ -16,8 +16,6 @@ use redis::{
     RedisError, Script,
 };
 
-#[allow(unused_imports)] // for rustdoc links
-use super::TieredStore;
 use super::{codec, CacheStore, CollectTarget, CollectableStore, StoreError};
 use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
 
@@ -84,19 +82,15 @@ end
 return 1
 ";
 
-/// Sets the entry (value ARGV[1], expiry ARGV[2] ms) and indexes it; unless the resource's
-/// write generation (KEYS[3]) is no longer ARGV[3]: a write on some server collected the
-/// resource since the miss began.
+/// Sets the entry (value ARGV[1], expiry ARGV[2] ms) and indexes it; unless ARGV[3] is a
+/// generation and the resource's write generation (KEYS[3]) is no longer it: a write on some
+/// server collected the resource since the miss began. An empty ARGV[3] sets unconditionally.
 fn set_script() -> String {
     format!(
-        "{NOW}if tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then\n  \
+        "{NOW}if ARGV[3] ~= '' and \
+         tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then\n  \
          return 0\nend\nredis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}"
     )
-}
-
-/// The set without the generation check.
-fn set_always_script() -> String {
-    format!("{NOW}redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}")
 }
 
 /// Moves the resource's write generation (KEYS[2]) on, and drops, in the same atomic step,
@@ -104,7 +98,7 @@ fn set_always_script() -> String {
 /// those whose query is exactly what ARGV[1] ends with (the key ends there, or goes on with a
 /// variant's `\n`). Members that have expired are dropped from the index too. Then publishes
 /// the collection on the invalidation channel (ARGV[3], message ARGV[4]), for local tiers
-/// ([`TieredStore`]). Returns how many entries existed.
+/// ([`TieredStore`](super::TieredStore)). Returns how many entries existed.
 const COLLECT: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -189,7 +183,6 @@ struct Inner {
     /// No connection attempt before this instant, after a failed one.
     down_until: Mutex<Option<Instant>>,
     set: Script,
-    set_always: Script,
     collect: Script,
     remove: Script,
     unlock: Script,
@@ -242,7 +235,6 @@ impl RedisStore {
                 connections: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
                 set: Script::new(&set_script()),
-                set_always: Script::new(&set_always_script()),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
                 unlock: Script::new(UNLOCK),
@@ -443,23 +435,16 @@ impl RedisStore {
         let index_key = self.index_key(key.resource().fingerprint());
         let generation_key = self.generation_key(key.resource());
         let value = codec::encode(&entry);
+        let generation = generation.map_or_else(String::new, |g| g.to_string());
         let mut con = self.connection().await?;
-        if let Some(generation) = generation {
-            let mut set = self.inner.set.key(&entry_key);
-            set.key(&index_key)
-                .key(&generation_key)
-                .arg(value)
-                .arg(ttl_ms)
-                .arg(generation);
-            let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
-            Ok(stored == 1)
-        } else {
-            // An unconditional set: the generation the script compares with is the current one.
-            let mut set = self.inner.set_always.key(&entry_key);
-            set.key(&index_key).arg(value).arg(ttl_ms);
-            let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
-            Ok(stored == 1)
-        }
+        let mut set = self.inner.set.key(&entry_key);
+        set.key(&index_key)
+            .key(&generation_key)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(generation);
+        let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
+        Ok(stored == 1)
     }
 
     /// Stops using Redis for [`retry_after`](Self::retry_after).
