@@ -5,55 +5,20 @@
 
 mod common;
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
     http::{header, StatusCode},
-    test::{call_service, init_service, read_body, TestRequest},
-    web, App, HttpResponse, Route,
+    test::{call_service, read_body},
+    Route,
 };
-use common::{header, Calls};
+use common::{cached_route, get, header, slow_get, Load};
 use futures_util::future::join_all;
-
-/// Handler calls, and the most that ran at once.
-#[derive(Clone, Default)]
-struct Load {
-    calls: Calls,
-    running: Arc<AtomicUsize>,
-    peak: Arc<AtomicUsize>,
-}
-
-impl Load {
-    fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-}
 
 /// A GET route that takes `delay`, counts itself, and answers with `headers`.
 fn slow(load: &Load, delay: Duration, headers: &'static [(&'static str, &'static str)]) -> Route {
-    let load = load.clone();
-    web::get().to(move || {
-        let load = load.clone();
-        async move {
-            load.calls.hit();
-            let now = load.running.fetch_add(1, Ordering::SeqCst) + 1;
-            load.peak.fetch_max(now, Ordering::SeqCst);
-            actix_web::rt::time::sleep(delay).await;
-            load.running.fetch_sub(1, Ordering::SeqCst);
-            let mut res = HttpResponse::Ok();
-            for &(name, value) in headers {
-                res.append_header((name, value));
-            }
-            res.body("representation")
-        }
-    })
+    slow_get(load, delay, headers, "representation")
 }
 
 /// Sends `n` GETs of `path` at once (with `extra` headers) and returns their statuses,
@@ -61,7 +26,7 @@ fn slow(load: &Load, delay: Duration, headers: &'static [(&'static str, &'static
 macro_rules! burst {
     ($app:expr, $path:expr, $n:expr, $extra:expr) => {{
         let requests = (0..$n).map(|_| {
-            let mut req = TestRequest::get().uri($path);
+            let mut req = get($path);
             for &(name, value) in $extra {
                 req = req.insert_header((name, value));
             }
@@ -86,11 +51,11 @@ const NONE: &[(&str, &str)] = &[];
 async fn concurrent_cold_misses_call_the_handler_once() {
     common::init_log();
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/cold",
-        slow(&load, Duration::from_millis(50), NONE),
-    ))
-    .await;
+        slow(&load, Duration::from_millis(50), NONE)
+    );
     let answers = burst!(app, "/coalesce/cold", 64, NONE);
     assert_eq!(load.calls.get(), 1, "the handler ran more than once");
     assert!(answers
@@ -113,15 +78,15 @@ async fn concurrent_cold_misses_call_the_handler_once() {
 #[actix_web::test]
 async fn responses_that_are_not_stored_are_not_coalesced() {
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/cookie",
         slow(
             &load,
             Duration::from_millis(30),
             &[("set-cookie", "session=abc")],
-        ),
-    ))
-    .await;
+        )
+    );
     let first = burst!(app, "/coalesce/cookie", 8, NONE);
     assert_eq!(
         load.calls.get(),
@@ -146,15 +111,15 @@ async fn responses_that_are_not_stored_are_not_coalesced() {
 #[actix_web::test]
 async fn private_responses_are_not_shared_by_coalescing() {
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/private",
         slow(
             &load,
             Duration::from_millis(30),
             &[("cache-control", "private, max-age=60")],
-        ),
-    ))
-    .await;
+        )
+    );
     let answers = burst!(app, "/coalesce/private", 8, NONE);
     assert_eq!(load.calls.get(), 8);
     assert!(answers.iter().all(|(_, cs, _)| !cs.contains("collapsed")));
@@ -165,15 +130,11 @@ async fn private_responses_are_not_shared_by_coalescing() {
 #[actix_web::test]
 async fn a_slow_leader_does_not_hold_the_others_past_the_bound() {
     let load = Load::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).coalesce_wait(Duration::from_millis(20)))
-            .route(
-                "/coalesce/slow-leader",
-                slow(&load, Duration::from_millis(400), NONE),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).coalesce_wait(Duration::from_millis(20)),
+        "/coalesce/slow-leader",
+        slow(&load, Duration::from_millis(400), NONE)
+    );
     let answers = burst!(app, "/coalesce/slow-leader", 4, NONE);
     assert_eq!(
         load.calls.get(),
@@ -188,11 +149,11 @@ async fn a_slow_leader_does_not_hold_the_others_past_the_bound() {
 #[actix_web::test]
 async fn requests_with_credentials_are_not_coalesced() {
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/auth",
-        slow(&load, Duration::from_millis(30), NONE),
-    ))
-    .await;
+        slow(&load, Duration::from_millis(30), NONE)
+    );
     burst!(
         app,
         "/coalesce/auth",
@@ -211,15 +172,11 @@ async fn requests_with_credentials_are_not_coalesced() {
 #[actix_web::test]
 async fn coalescing_can_be_turned_off() {
     let load = Load::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).coalesce_wait(Duration::ZERO))
-            .route(
-                "/coalesce/off",
-                slow(&load, Duration::from_millis(30), NONE),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).coalesce_wait(Duration::ZERO),
+        "/coalesce/off",
+        slow(&load, Duration::from_millis(30), NONE)
+    );
     burst!(app, "/coalesce/off", 5, NONE);
     assert_eq!(load.calls.get(), 5);
     assert_eq!(load.peak(), 5);
@@ -229,19 +186,13 @@ async fn coalescing_can_be_turned_off() {
 #[actix_web::test]
 async fn different_keys_are_not_coalesced() {
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/keys/{id}",
-        slow(&load, Duration::from_millis(30), NONE),
-    ))
-    .await;
-    let requests = (0..5).map(|i| {
-        call_service(
-            &app,
-            TestRequest::get()
-                .uri(&format!("/coalesce/keys/{i}"))
-                .to_request(),
-        )
-    });
+        slow(&load, Duration::from_millis(30), NONE)
+    );
+    let requests =
+        (0..5).map(|i| call_service(&app, get(&format!("/coalesce/keys/{i}")).to_request()));
     join_all(requests).await;
     assert_eq!(load.calls.get(), 5);
     assert_eq!(load.peak(), 5);
@@ -252,11 +203,11 @@ async fn different_keys_are_not_coalesced() {
 #[actix_web::test]
 async fn a_request_no_store_does_not_turn_coalescing_off() {
     let load = Load::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/coalesce/request-no-store",
-        slow(&load, Duration::from_millis(30), NONE),
-    ))
-    .await;
+        slow(&load, Duration::from_millis(30), NONE)
+    );
     burst!(
         app,
         "/coalesce/request-no-store",
@@ -275,19 +226,15 @@ async fn a_request_no_store_does_not_turn_coalescing_off() {
 #[actix_web::test]
 async fn shared_mode_coalesces_concurrent_misses() {
     let load = Load::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/coalesce/shared",
-                slow(
-                    &load,
-                    Duration::from_millis(30),
-                    &[("cache-control", "max-age=60")],
-                ),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/coalesce/shared",
+        slow(
+            &load,
+            Duration::from_millis(30),
+            &[("cache-control", "max-age=60")],
+        )
+    );
     let answers = burst!(app, "/coalesce/shared", 16, NONE);
     assert_eq!(load.calls.get(), 1);
     assert_eq!(

@@ -12,7 +12,7 @@ use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
     body::{BodySize, MessageBody},
     http::{
-        header::{self, HeaderName, HeaderValue, HttpDate},
+        header::{self, HeaderName, HeaderValue},
         Method, StatusCode,
     },
     middleware::Compress,
@@ -20,64 +20,35 @@ use actix_web::{
     test::{call_service, init_service, read_body, TestRequest},
     web, App, HttpResponse, Route,
 };
-use common::{header, Calls};
+use common::{
+    body_size, cached_route, cached_service, counted, etag_of, get, header, http_date,
+    last_modified, req_header, Calls,
+};
 use futures_util::future::join;
-use sha2::{Digest, Sha256};
 
 const BODY: &str = "the representation";
-
-/// The strong ETag the middleware computes: quoted lowercase hex SHA-256 of the body.
-fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(Sha256::digest(body)))
-}
-
-/// A fixed Last-Modified time, and HTTP-dates around it.
-fn last_modified() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000)
-}
-
-fn http_date(t: SystemTime) -> String {
-    HttpDate::from(t).to_string()
-}
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// A `GET` route that counts its calls and answers `200 BODY`.
 fn counted_get(calls: &Calls) -> Route {
-    let calls = calls.clone();
-    web::get().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            HttpResponse::Ok().content_type("text/plain").body(BODY)
-        }
+    counted(web::get(), calls, |_| {
+        HttpResponse::Ok().content_type("text/plain").body(BODY)
     })
 }
 
 /// A `GET` route that counts its calls and sets `Last-Modified`.
 fn counted_get_with_last_modified(calls: &Calls) -> Route {
-    let calls = calls.clone();
-    web::get().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            HttpResponse::Ok()
-                .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
-                .body(BODY)
-        }
+    counted(web::get(), calls, |_| {
+        HttpResponse::Ok()
+            .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
+            .body(BODY)
     })
 }
 
 /// A route for every other method that counts its calls and answers `204`.
 fn counted_write(calls: &Calls) -> Route {
-    let calls = calls.clone();
-    web::route().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            HttpResponse::NoContent().finish()
-        }
-    })
+    counted(web::route(), calls, |_| HttpResponse::NoContent().finish())
 }
 
 /// A resource at `path` with a counted `GET` and a counted write handler.
@@ -87,12 +58,11 @@ fn resource(path: &str, reads: &Calls, writes: &Calls) -> actix_web::Resource {
         .route(counted_write(writes))
 }
 
-fn get(path: &str) -> TestRequest {
-    TestRequest::get().uri(path)
-}
-
-fn body_size<B: MessageBody>(res: &actix_web::dev::ServiceResponse<B>) -> BodySize {
-    res.response().body().size()
+/// A resource at `path` with a counted `GET` that sets `Last-Modified` and a counted write handler.
+fn dated_resource(path: &str, reads: &Calls, writes: &Calls) -> actix_web::Resource {
+    web::resource(path)
+        .route(counted_get_with_last_modified(reads))
+        .route(counted_write(writes))
 }
 
 // RFC 9110 §13.1.2: If-None-Match that matches the fresh response → 304, even on a cold store.
@@ -100,12 +70,10 @@ fn body_size<B: MessageBody>(res: &actix_web::dev::ServiceResponse<B>) -> BodySi
 async fn if_none_match_on_a_cold_store_is_304_from_the_fresh_response() {
     common::init_log();
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-cold", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-cold", &reads, &writes)
+    );
     let tag = etag_of(BODY.as_bytes());
 
     let res = call_service(
@@ -132,12 +100,10 @@ async fn if_none_match_on_a_cold_store_is_304_from_the_fresh_response() {
 #[actix_web::test]
 async fn if_none_match_on_a_hit_is_304_without_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-hit", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-hit", &reads, &writes)
+    );
 
     let res = call_service(&app, get("/inm-hit").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -167,12 +133,10 @@ async fn if_none_match_on_a_hit_is_304_without_the_handler() {
 #[actix_web::test]
 async fn if_none_match_on_head_is_304() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-head", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-head", &reads, &writes)
+    );
     let tag = etag_of(BODY.as_bytes());
     for expected_reads in [1, 1] {
         let res = call_service(
@@ -193,12 +157,10 @@ async fn if_none_match_on_head_is_304() {
 #[actix_web::test]
 async fn weak_if_none_match_matches_the_strong_etag() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-weak", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-weak", &reads, &writes)
+    );
     let weak = format!("W/{}", etag_of(BODY.as_bytes()));
 
     // Cold (the handler's fresh response), then from the store.
@@ -220,12 +182,10 @@ async fn weak_if_none_match_matches_the_strong_etag() {
 #[actix_web::test]
 async fn if_none_match_list_with_junk_members_matches_any_valid_member() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-list", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-list", &reads, &writes)
+    );
     let tag = etag_of(BODY.as_bytes());
 
     let matching = format!("junk, \"nope\", ,, W/\"other\", {tag}, \"unterminated");
@@ -266,12 +226,10 @@ async fn if_none_match_list_with_junk_members_matches_any_valid_member() {
 #[actix_web::test]
 async fn if_none_match_star_is_304_when_a_representation_exists() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-star", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-star", &reads, &writes)
+    );
     for _ in 0..2 {
         let res = call_service(
             &app,
@@ -290,14 +248,10 @@ async fn if_none_match_star_is_304_when_a_representation_exists() {
 #[actix_web::test]
 async fn if_modified_since_is_304_when_not_modified_since_last_modified() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ims")
-                .route(counted_get_with_last_modified(&reads))
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        dated_resource("/ims", &reads, &writes)
+    );
 
     // Cold: evaluated on the handler's fresh response.
     let res = call_service(
@@ -338,14 +292,10 @@ async fn if_modified_since_is_304_when_not_modified_since_last_modified() {
 #[actix_web::test]
 async fn if_modified_since_is_ignored_when_if_none_match_is_present() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ims-inm")
-                .route(counted_get_with_last_modified(&reads))
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        dated_resource("/ims-inm", &reads, &writes)
+    );
     // Cold, then from the store.
     for _ in 0..2 {
         let res = call_service(
@@ -366,14 +316,10 @@ async fn if_modified_since_is_ignored_when_if_none_match_is_present() {
 #[actix_web::test]
 async fn invalid_if_modified_since_date_is_ignored() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ims-invalid")
-                .route(counted_get_with_last_modified(&reads))
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        dated_resource("/ims-invalid", &reads, &writes)
+    );
     for value in ["not a date", "Sun, 99 Foo 2015 07:28:00 GMT", "0", ""] {
         let res = call_service(
             &app,
@@ -392,12 +338,10 @@ async fn invalid_if_modified_since_date_is_ignored() {
 #[actix_web::test]
 async fn if_match_mismatch_on_get_is_412() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/im-get", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/im-get", &reads, &writes)
+    );
     let tag = etag_of(BODY.as_bytes());
 
     // Cold (the fresh response), then from the store.
@@ -440,12 +384,10 @@ async fn if_match_mismatch_on_get_is_412() {
 /// Stores the representation of `path` with a GET, then sends `method` with a stale If-Match.
 async fn assert_stale_if_match_is_412_before_the_handler(method: Method, path: &str) {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource(path, &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource(path, &reads, &writes)
+    );
     let res = call_service(&app, get(path).to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(reads.get(), 1);
@@ -497,12 +439,10 @@ async fn stale_if_match_on_post_is_412_before_the_handler() {
 #[actix_web::test]
 async fn matching_if_match_on_put_runs_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/im-put-ok", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/im-put-ok", &reads, &writes)
+    );
     let res = call_service(&app, get("/im-put-ok").to_request()).await;
     let tag = header(&res, "etag");
 
@@ -522,12 +462,10 @@ async fn matching_if_match_on_put_runs_the_handler() {
 #[actix_web::test]
 async fn successful_write_invalidates_the_stored_entry() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/invalidate", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/invalidate", &reads, &writes)
+    );
     call_service(&app, get("/invalidate").to_request()).await;
     call_service(&app, get("/invalidate").to_request()).await;
     assert_eq!(reads.get(), 1);
@@ -548,14 +486,10 @@ async fn successful_write_invalidates_the_stored_entry() {
 #[actix_web::test]
 async fn if_unmodified_since_before_last_modified_is_412_before_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ius")
-                .route(counted_get_with_last_modified(&reads))
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        dated_resource("/ius", &reads, &writes)
+    );
     call_service(&app, get("/ius").to_request()).await;
 
     let res = call_service(
@@ -589,12 +523,10 @@ async fn if_unmodified_since_before_last_modified_is_412_before_the_handler() {
 #[actix_web::test]
 async fn if_none_match_star_on_put_is_412_when_an_entry_is_stored() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-star-put", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-star-put", &reads, &writes)
+    );
     call_service(&app, get("/inm-star-put").to_request()).await;
 
     let res = call_service(
@@ -614,12 +546,10 @@ async fn if_none_match_star_on_put_is_412_when_an_entry_is_stored() {
 #[actix_web::test]
 async fn lost_update_second_patch_with_the_same_if_match_is_412() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/lost-update", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/lost-update", &reads, &writes)
+    );
     // Clients A and B both read e1.
     let e1_a = header(
         &call_service(&app, get("/lost-update").to_request()).await,
@@ -653,13 +583,11 @@ async fn lost_update_second_patch_with_the_same_if_match_is_412() {
 #[actix_web::test]
 async fn conditional_write_on_a_cold_store_reaches_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/cold-write", &reads, &writes))
-            .service(resource("/cold-write-star", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/cold-write", &reads, &writes),
+        resource("/cold-write-star", &reads, &writes)
+    );
     let res = call_service(
         &app,
         TestRequest::patch()
@@ -726,32 +654,20 @@ fn assert_not_modified_mirrors<B: MessageBody>(
 async fn not_modified_carries_exactly_the_rfc_fields_of_the_200() {
     let reads = Calls::default();
     let now = SystemTime::now();
-    let handler = {
-        let reads = reads.clone();
-        move || {
-            let reads = reads.clone();
-            async move {
-                reads.hit();
-                HttpResponse::Ok()
-                    .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                    .insert_header((header::CONTENT_LOCATION, "/fields.json"))
-                    .insert_header((header::DATE, http_date(now)))
-                    .insert_header((header::EXPIRES, http_date(now + DAY)))
-                    .insert_header((header::VARY, "Accept-Language"))
-                    .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
-                    .insert_header((header::CONTENT_TYPE, "application/json"))
-                    .insert_header((header::CONTENT_LANGUAGE, "en"))
-                    .insert_header(("x-custom", "yes"))
-                    .body("{\"a\":1}")
-            }
-        }
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/fields", web::get().to(handler)),
-    )
-    .await;
+    let handler = counted(web::get(), &reads, move |_| {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "max-age=60"))
+            .insert_header((header::CONTENT_LOCATION, "/fields.json"))
+            .insert_header((header::DATE, http_date(now)))
+            .insert_header((header::EXPIRES, http_date(now + DAY)))
+            .insert_header((header::VARY, "Accept-Language"))
+            .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header((header::CONTENT_LANGUAGE, "en"))
+            .insert_header(("x-custom", "yes"))
+            .body("{\"a\":1}")
+    });
+    let app = cached_route!(Cache::new(MemoryStore::new(100)), "/fields", handler);
     let tag = etag_of(b"{\"a\":1}");
     let conditional = || {
         get("/fields")
@@ -837,12 +753,10 @@ fn long_list(n: usize) -> String {
 #[actix_web::test]
 async fn malformed_if_none_match_never_gives_500() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/inm-malformed", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/inm-malformed", &reads, &writes)
+    );
     let values = [
         raw(b"\"unterminated"),
         raw(b"\"\xff"),
@@ -884,12 +798,10 @@ async fn malformed_if_none_match_never_gives_500() {
 #[actix_web::test]
 async fn malformed_if_match_never_gives_500() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/im-malformed", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/im-malformed", &reads, &writes)
+    );
     let values = [
         raw(b"\"unterminated"),
         raw(b"\"\xff"),
@@ -949,26 +861,17 @@ async fn malformed_if_match_never_gives_500() {
 #[actix_web::test]
 async fn handler_etag_is_kept_and_used_for_matching() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let get_route = {
-        let reads = reads.clone();
-        web::get().to(move || {
-            let reads = reads.clone();
-            async move {
-                reads.hit();
-                HttpResponse::Ok()
-                    .insert_header((header::ETAG, "\"v1\""))
-                    .body(BODY)
-            }
-        })
-    };
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/own-etag")
-                .route(get_route)
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let get_route = counted(web::get(), &reads, |_| {
+        HttpResponse::Ok()
+            .insert_header((header::ETAG, "\"v1\""))
+            .body(BODY)
+    });
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/own-etag")
+            .route(get_route)
+            .route(counted_write(&writes))
+    );
 
     // Cold: the fresh response's own tag matches.
     let res = call_service(
@@ -1036,16 +939,9 @@ async fn handler_etag_is_kept_and_used_for_matching() {
 #[actix_web::test]
 async fn preconditions_are_ignored_on_non_2xx_responses() {
     let calls = Calls::default();
-    let gone = {
-        let calls = calls.clone();
-        move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                HttpResponse::NotFound().body("no such thing")
-            }
-        }
-    };
+    let gone = counted(web::get(), &calls, |_| {
+        HttpResponse::NotFound().body("no such thing")
+    });
     let stored_gone = || async {
         HttpResponse::NotFound()
             .insert_header((header::CACHE_CONTROL, "max-age=60"))
@@ -1054,7 +950,7 @@ async fn preconditions_are_ignored_on_non_2xx_responses() {
     let app = init_service(
         App::new()
             .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/missing", web::get().to(gone))
+            .route("/missing", gone)
             .route("/missing-stored", web::get().to(stored_gone)),
     )
     .await;
@@ -1092,29 +988,16 @@ async fn preconditions_are_ignored_on_non_2xx_responses() {
 #[actix_web::test]
 async fn conditional_write_with_credentials_is_not_judged_against_the_shared_entry() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let get_route = {
-        let reads = reads.clone();
-        web::get().to(move |req: actix_web::HttpRequest| {
-            let reads = reads.clone();
-            async move {
-                reads.hit();
-                let user = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                HttpResponse::Ok().body(format!("hello {user}"))
-            }
-        })
-    };
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/credentialed-write")
-                .route(get_route)
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let get_route = counted(web::get(), &reads, |req| {
+        let user = req_header(req, header::AUTHORIZATION);
+        HttpResponse::Ok().body(format!("hello {user}"))
+    });
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/credentialed-write")
+            .route(get_route)
+            .route(counted_write(&writes))
+    );
     // The anonymous representation is stored.
     let anonymous = call_service(&app, get("/credentialed-write").to_request()).await;
     assert_eq!(header(&anonymous, "etag"), etag_of(b"hello "));
@@ -1165,14 +1048,12 @@ async fn concurrent_puts_with_the_same_if_match_perform_only_one() {
             }
         })
     };
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/concurrent-if-match")
-                .route(counted_get(&reads))
-                .route(slow_write),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/concurrent-if-match")
+            .route(counted_get(&reads))
+            .route(slow_write)
+    );
     let tag = header(
         &call_service(&app, get("/concurrent-if-match").to_request()).await,
         "etag",
@@ -1203,26 +1084,17 @@ async fn concurrent_puts_with_the_same_if_match_perform_only_one() {
 #[actix_web::test]
 async fn if_unmodified_since_the_write_s_last_modified_reaches_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let dated_write = {
-        let writes = writes.clone();
-        web::put().to(move || {
-            let writes = writes.clone();
-            async move {
-                writes.hit();
-                HttpResponse::NoContent()
-                    .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
-                    .finish()
-            }
-        })
-    };
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ius-after-write")
-                .route(counted_get(&reads))
-                .route(dated_write),
-        ),
-    )
-    .await;
+    let dated_write = counted(web::put(), &writes, |_| {
+        HttpResponse::NoContent()
+            .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
+            .finish()
+    });
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/ius-after-write")
+            .route(counted_get(&reads))
+            .route(dated_write)
+    );
     let res = call_service(
         &app,
         TestRequest::put().uri("/ius-after-write").to_request(),
@@ -1252,24 +1124,12 @@ async fn if_unmodified_since_the_write_s_last_modified_reaches_the_handler() {
 #[actix_web::test]
 async fn not_modified_on_a_miss_keeps_the_handler_s_set_cookie() {
     let reads = Calls::default();
-    let route = {
-        let reads = reads.clone();
-        web::get().to(move || {
-            let reads = reads.clone();
-            async move {
-                reads.hit();
-                HttpResponse::Ok()
-                    .insert_header((header::SET_COOKIE, "session=rotated"))
-                    .body(BODY)
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/inm-set-cookie", route),
-    )
-    .await;
+    let route = counted(web::get(), &reads, |_| {
+        HttpResponse::Ok()
+            .insert_header((header::SET_COOKIE, "session=rotated"))
+            .body(BODY)
+    });
+    let app = cached_route!(Cache::new(MemoryStore::new(100)), "/inm-set-cookie", route);
     let res = call_service(
         &app,
         get("/inm-set-cookie")
@@ -1291,12 +1151,10 @@ async fn not_modified_on_a_miss_keeps_the_handler_s_set_cookie() {
 #[actix_web::test]
 async fn star_inside_an_if_match_list_is_not_any() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(resource("/im-star-list", &reads, &writes)),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        resource("/im-star-list", &reads, &writes)
+    );
     let res = call_service(&app, get("/im-star-list").to_request()).await;
     assert_ne!(header(&res, "etag"), "\"a\"");
 
@@ -1322,14 +1180,10 @@ async fn star_inside_an_if_match_list_is_not_any() {
 #[actix_web::test]
 async fn if_unmodified_since_before_a_write_without_last_modified_is_412() {
     let (reads, writes) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::resource("/ius-after-write")
-                .route(counted_get_with_last_modified(&reads))
-                .route(counted_write(&writes)),
-        ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        dated_resource("/ius-after-write", &reads, &writes)
+    );
     call_service(&app, get("/ius-after-write").to_request()).await;
     // A plain write: its 204 has no Last-Modified.
     let res = call_service(

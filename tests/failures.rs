@@ -15,10 +15,10 @@ use actix_web::{
         header::{self, HeaderValue},
         Method, StatusCode,
     },
-    test::{call_service, init_service, TestRequest},
-    web, App, HttpResponse,
+    test::{call_service, TestRequest},
+    web, HttpResponse,
 };
-use common::{body, header, Calls};
+use common::{body, cached_route, cached_service, counted, get, head, header, Calls};
 
 /// Every operation fails.
 #[derive(Clone)]
@@ -70,23 +70,18 @@ impl CacheStore for FailingSetStore {
 
 /// `init_service` over `$cache`, with `GET`/`PUT` `/item` counting `$calls`.
 macro_rules! app {
-    ($cache:expr, $calls:expr) => {{
-        let (get_calls, put_calls) = ($calls.clone(), $calls.clone());
-        init_service(
-            App::new().wrap($cache).service(
-                web::resource("/item")
-                    .route(web::get().to(move || {
-                        get_calls.hit();
-                        async { HttpResponse::Ok().body("item") }
-                    }))
-                    .route(web::put().to(move || {
-                        put_calls.hit();
-                        async { HttpResponse::Ok().body("put") }
-                    })),
-            ),
+    ($cache:expr, $calls:expr) => {
+        cached_service!(
+            $cache,
+            web::resource("/item")
+                .route(counted(web::get(), &$calls, |_| {
+                    HttpResponse::Ok().body("item")
+                }))
+                .route(counted(web::put(), &$calls, |_| {
+                    HttpResponse::Ok().body("put")
+                }))
         )
-        .await
-    }};
+    };
 }
 
 // DESIGN "Failure": a store error is logged and the request is served uncached, never a 5xx.
@@ -96,7 +91,7 @@ async fn failing_store_serves_every_request_uncached() {
     let calls = Calls::default();
     let app = app!(Cache::new(FailingStore), calls);
     for round in 1..=3 {
-        let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+        let res = call_service(&app, get("/item").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK, "GET {round}");
         assert!(
             !header(&res, header::ETAG).is_empty(),
@@ -105,14 +100,7 @@ async fn failing_store_serves_every_request_uncached() {
         assert_eq!(body(res).await, "item");
         assert_eq!(calls.get(), round, "a GET was answered without the handler");
     }
-    let res = call_service(
-        &app,
-        TestRequest::default()
-            .method(Method::HEAD)
-            .uri("/item")
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, head("/item").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK, "HEAD");
     assert_eq!(calls.get(), 4);
 }
@@ -122,10 +110,9 @@ async fn failing_store_serves_every_request_uncached() {
 async fn failing_store_still_answers_conditional_get() {
     let calls = Calls::default();
     let app = app!(Cache::new(FailingStore), calls);
-    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+    let res = call_service(&app, get("/item").to_request()).await;
     let etag = header(&res, header::ETAG);
-    let req = TestRequest::get()
-        .uri("/item")
+    let req = get("/item")
         .insert_header((header::IF_NONE_MATCH, etag.as_str()))
         .to_request();
     let res = call_service(&app, req).await;
@@ -201,7 +188,7 @@ async fn store_failing_on_set_still_serves() {
     let calls = Calls::default();
     let app = app!(Cache::new(FailingSetStore), calls);
     for round in 1..=2 {
-        let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+        let res = call_service(&app, get("/item").to_request()).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert!(
             !header(&res, "cache-status").contains("; stored"),
@@ -249,25 +236,18 @@ async fn unknown_routes_stay_404() {
 async fn handler_error_keeps_its_status() {
     let store = MemoryStore::new(100);
     let calls = Calls::default();
-    let app = {
-        let (get_calls, put_calls) = (calls.clone(), calls.clone());
-        init_service(
-            App::new().wrap(Cache::new(store.clone())).service(
-                web::resource("/broken")
-                    .route(web::get().to(move || {
-                        get_calls.hit();
-                        async { Err::<HttpResponse, _>(actix_web::error::ErrorBadRequest("nope")) }
-                    }))
-                    .route(web::put().to(move || {
-                        put_calls.hit();
-                        async { Err::<HttpResponse, _>(actix_web::error::ErrorConflict("taken")) }
-                    })),
-            ),
-        )
-        .await
-    };
+    let app = cached_service!(
+        Cache::new(store.clone()),
+        web::resource("/broken")
+            .route(counted(web::get(), &calls, |_| {
+                Err::<HttpResponse, _>(actix_web::error::ErrorBadRequest("nope"))
+            }))
+            .route(counted(web::put(), &calls, |_| {
+                Err::<HttpResponse, _>(actix_web::error::ErrorConflict("taken"))
+            }))
+    );
     for round in 1..=2 {
-        let res = call_service(&app, TestRequest::get().uri("/broken").to_request()).await;
+        let res = call_service(&app, get("/broken").to_request()).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(body(res).await, "nope");
         assert_eq!(calls.get(), round, "an error response was stored");
@@ -309,8 +289,7 @@ async fn non_utf8_validators_never_cause_a_500() {
                 // If-Match with no member that matches is false: 412 (RFC 9110 §13.1.1).
                 (header::IF_MATCH, StatusCode::PRECONDITION_FAILED),
             ] {
-                let req = TestRequest::get()
-                    .uri("/item")
+                let req = get("/item")
                     .insert_header((name.clone(), obs_text(value)))
                     .to_request();
                 let res = call_service(&app, req).await;
@@ -348,8 +327,7 @@ async fn non_utf8_cache_vary_header_never_causes_a_500() {
         calls
     );
     for (value, round) in [(&b"\xff\xfe"[..], 1), (b"\xff\xfe", 1), (b"\xff\xfd", 2)] {
-        let req = TestRequest::get()
-            .uri("/item")
+        let req = get("/item")
             .insert_header((
                 "x-tenant",
                 HeaderValue::from_bytes(value).expect("obs-text"),
@@ -367,13 +345,12 @@ async fn non_utf8_cache_vary_header_never_causes_a_500() {
 async fn a_2000_member_if_none_match_list_is_answered() {
     let calls = Calls::default();
     let app = app!(Cache::new(MemoryStore::new(100)), calls);
-    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+    let res = call_service(&app, get("/item").to_request()).await;
     let etag = header(&res, header::ETAG);
 
     let others: Vec<String> = (0..2000).map(|i| format!("W/\"tag-{i}\"")).collect();
     let miss = others.join(", ");
-    let req = TestRequest::get()
-        .uri("/item")
+    let req = get("/item")
         .insert_header((header::IF_NONE_MATCH, miss.as_str()))
         .to_request();
     let res = call_service(&app, req).await;
@@ -381,8 +358,7 @@ async fn a_2000_member_if_none_match_list_is_answered() {
     assert_eq!(body(res).await, "item");
 
     let hit = format!("{miss}, {etag}");
-    let req = TestRequest::get()
-        .uri("/item")
+    let req = get("/item")
         .insert_header((header::IF_NONE_MATCH, hit.as_str()))
         .to_request();
     let res = call_service(&app, req).await;
@@ -398,22 +374,18 @@ async fn a_2000_member_if_none_match_list_is_answered() {
 #[actix_web::test]
 async fn a_very_long_query_string_is_served() {
     let calls = Calls::default();
-    let get_calls = calls.clone();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/search",
-        web::get().to(move |req: actix_web::HttpRequest| {
-            get_calls.hit();
+        counted(web::get(), &calls, |req| {
             let len = req.query_string().len();
-            async move { HttpResponse::Ok().body(format!("{len}")) }
-        }),
-    ))
-    .await;
+            HttpResponse::Ok().body(format!("{len}"))
+        })
+    );
     let long = "q=".to_owned() + &"a".repeat(16 * 1024);
     let longer = format!("{long}b");
     for (query, round) in [(&long, 1), (&long, 1), (&longer, 2)] {
-        let req = TestRequest::get()
-            .uri(&format!("/search?{query}"))
-            .to_request();
+        let req = get(&format!("/search?{query}")).to_request();
         let res = call_service(&app, req).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(body(res).await, query.len().to_string());

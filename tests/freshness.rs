@@ -12,28 +12,14 @@ use std::time::{Duration, SystemTime};
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
     dev::ServiceResponse,
-    http::{
-        header::{self, HttpDate},
-        StatusCode,
-    },
+    http::{header, StatusCode},
     rt::time::sleep,
-    test::{call_service, init_service, read_body, TestRequest},
+    test::{init_service, read_body, TestRequest},
     web, App, HttpResponse, Route,
 };
-use common::{header, Calls};
+use common::{cached_route, counted_get, get, header, http_date, send, Calls, HIT};
 
 const BODY: &str = "fresh body";
-
-/// The `Cache-Status` of a hit with the default cache name.
-const HIT: &str = "actix-response-cache; hit";
-
-fn http_date(t: SystemTime) -> String {
-    HttpDate::from(t).to_string()
-}
-
-fn get(path: &str) -> TestRequest {
-    TestRequest::get().uri(path)
-}
 
 /// A `GET` of `path` with the request directives `cc` in `Cache-Control`.
 fn get_cc(path: &str, cc: &'static str) -> TestRequest {
@@ -42,42 +28,19 @@ fn get_cc(path: &str, cc: &'static str) -> TestRequest {
 
 /// A `GET` route that counts its calls and answers `200 BODY` with the given extra headers.
 fn counted(calls: &Calls, headers: &'static [(&'static str, &'static str)]) -> Route {
-    let calls = calls.clone();
-    web::get().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            let mut res = HttpResponse::Ok();
-            for &(name, value) in headers {
-                res.append_header((name, value));
-            }
-            res.body(BODY)
-        }
-    })
+    counted_get(calls, headers, BODY)
 }
 
 /// Like [`counted`], with headers computed at each call from the current time (for `Date`,
 /// `Expires` and `Last-Modified`).
 fn counted_dated(calls: &Calls, headers: fn(SystemTime) -> Vec<(&'static str, String)>) -> Route {
-    let calls = calls.clone();
-    web::get().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            let mut res = HttpResponse::Ok();
-            for (name, value) in headers(SystemTime::now()) {
-                res.append_header((name, value));
-            }
-            res.body(BODY)
+    common::counted(web::get(), calls, move |_| {
+        let mut res = HttpResponse::Ok();
+        for (name, value) in headers(SystemTime::now()) {
+            res.append_header((name, value));
         }
+        res.body(BODY)
     })
-}
-
-/// Sends the `TestRequest` `$req` to `$app` and returns the response.
-macro_rules! send {
-    ($app:expr, $req:expr) => {
-        call_service(&$app, $req.to_request()).await
-    };
 }
 
 /// Every `Cache-Control` line of a response.
@@ -98,12 +61,11 @@ fn cache_control<B>(res: &ServiceResponse<B>) -> Vec<String> {
 async fn application_mode_stores_for_cache_expiry_and_adds_max_age() {
     common::init_log();
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(1)))
-            .route("/app-expiry", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(1)),
+        "/app-expiry",
+        counted(&calls, &[])
+    );
 
     let miss = send!(app, get("/app-expiry"));
     assert_eq!(miss.status(), StatusCode::OK);
@@ -130,15 +92,11 @@ async fn application_mode_stores_for_cache_expiry_and_adds_max_age() {
 #[actix_web::test]
 async fn application_mode_response_max_age_lowers_cache_expiry() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(600)))
-            .route(
-                "/app-max-age",
-                counted(&calls, &[("cache-control", "max-age=1")]),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(600)),
+        "/app-max-age",
+        counted(&calls, &[("cache-control", "max-age=1")])
+    );
     let miss = send!(app, get("/app-max-age"));
     assert_eq!(
         cache_control(&miss),
@@ -205,12 +163,11 @@ async fn application_mode_s_maxage_wins_over_max_age() {
 #[actix_web::test]
 async fn application_mode_ignores_request_no_cache_and_max_age() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/app-req-directives", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/app-req-directives",
+        counted(&calls, &[])
+    );
     send!(app, get("/app-req-directives"));
     assert_eq!(calls.get(), 1);
     for req in [
@@ -233,12 +190,11 @@ async fn application_mode_ignores_request_no_cache_and_max_age() {
 async fn application_mode_honours_only_if_cached() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/app-only-if-cached", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/app-only-if-cached",
+        counted(&calls, &[])
+    );
     let res = send!(app, get_cc("/app-only-if-cached", "only-if-cached"));
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(header(&res, "cache-status").contains("detail=only-if-cached"));
@@ -300,12 +256,11 @@ async fn request_directives_builder_overrides_the_mode() {
 async fn shared_mode_does_not_store_a_response_without_explicit_freshness() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()).shared())
-            .route("/shared-no-freshness", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()).shared(),
+        "/shared-no-freshness",
+        counted(&calls, &[])
+    );
     for expected in [1, 2] {
         let res = send!(app, get("/shared-no-freshness"));
         assert_eq!(res.status(), StatusCode::OK);
@@ -331,11 +286,11 @@ async fn shared_mode_does_not_store_a_response_without_explicit_freshness() {
 async fn shared_mode_stores_a_response_with_max_age() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(App::new().wrap(Cache::new(store.clone()).shared()).route(
+    let app = cached_route!(
+        Cache::new(store.clone()).shared(),
         "/shared-max-age",
-        counted(&calls, &[("cache-control", "max-age=60")]),
-    ))
-    .await;
+        counted(&calls, &[("cache-control", "max-age=60")])
+    );
     let miss = send!(app, get("/shared-max-age"));
     assert!(header(&miss, "cache-status").contains("stored"));
     assert_eq!(store.len(), 1);
@@ -353,20 +308,16 @@ async fn shared_mode_stores_a_response_with_max_age() {
 #[actix_web::test]
 async fn shared_mode_adds_no_cache_control_to_a_stored_response() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/shared-no-cc-added",
-                counted_dated(&calls, |now| {
-                    vec![
-                        ("date", http_date(now)),
-                        ("expires", http_date(now + Duration::from_secs(60))),
-                    ]
-                }),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/shared-no-cc-added",
+        counted_dated(&calls, |now| {
+            vec![
+                ("date", http_date(now)),
+                ("expires", http_date(now + Duration::from_secs(60))),
+            ]
+        })
+    );
     let miss = send!(app, get("/shared-no-cc-added"));
     assert!(header(&miss, "cache-status").contains("stored"));
     assert_eq!(cache_control(&miss), Vec::<String>::new());
@@ -457,21 +408,17 @@ async fn shared_mode_lifetime_is_expires_minus_date() {
 #[actix_web::test]
 async fn shared_mode_max_age_overrides_expires() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/shared-max-age-over-expires",
-                counted_dated(&calls, |now| {
-                    vec![
-                        ("cache-control", "max-age=60".to_owned()),
-                        ("date", http_date(now)),
-                        ("expires", http_date(now - Duration::from_secs(3600))),
-                    ]
-                }),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/shared-max-age-over-expires",
+        counted_dated(&calls, |now| {
+            vec![
+                ("cache-control", "max-age=60".to_owned()),
+                ("date", http_date(now)),
+                ("expires", http_date(now - Duration::from_secs(3600))),
+            ]
+        })
+    );
     send!(app, get("/shared-max-age-over-expires"));
     let res = send!(app, get("/shared-max-age-over-expires"));
     assert_eq!(header(&res, "cache-status"), HIT);
@@ -483,24 +430,18 @@ async fn shared_mode_max_age_overrides_expires() {
 #[actix_web::test]
 async fn shared_mode_heuristic_freshness_applies_with_last_modified() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(
-                Cache::new(MemoryStore::new(100))
-                    .shared()
-                    .heuristic_freshness(0.1),
-            )
-            .route(
-                "/heuristic-lm",
-                counted_dated(&calls, |now| {
-                    vec![
-                        ("date", http_date(now)),
-                        ("last-modified", http_date(now - Duration::from_secs(1000))),
-                    ]
-                }),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100))
+            .shared()
+            .heuristic_freshness(0.1),
+        "/heuristic-lm",
+        counted_dated(&calls, |now| {
+            vec![
+                ("date", http_date(now)),
+                ("last-modified", http_date(now - Duration::from_secs(1000))),
+            ]
+        })
+    );
     let miss = send!(app, get("/heuristic-lm"));
     assert!(header(&miss, "cache-status").contains("stored"));
     assert_eq!(cache_control(&miss), Vec::<String>::new());
@@ -568,15 +509,11 @@ async fn heuristic_is_a_fraction_of_the_time_since_last_modified_capped_by_cache
 async fn shared_mode_heuristic_needs_last_modified() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()).shared().heuristic_freshness(0.1))
-            .route(
-                "/heuristic-no-lm",
-                counted_dated(&calls, |now| vec![("date", http_date(now))]),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()).shared().heuristic_freshness(0.1),
+        "/heuristic-no-lm",
+        counted_dated(&calls, |now| vec![("date", http_date(now))])
+    );
     for expected in [1, 2] {
         let res = send!(app, get("/heuristic-no-lm"));
         assert!(header(&res, "cache-status").contains("detail=no-freshness"));
@@ -591,16 +528,16 @@ async fn shared_mode_heuristic_needs_last_modified() {
 async fn shared_mode_heuristic_is_off_by_default() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(App::new().wrap(Cache::new(store.clone()).shared()).route(
+    let app = cached_route!(
+        Cache::new(store.clone()).shared(),
         "/heuristic-off",
         counted_dated(&calls, |now| {
             vec![
                 ("date", http_date(now)),
                 ("last-modified", http_date(now - Duration::from_secs(1000))),
             ]
-        }),
-    ))
-    .await;
+        })
+    );
     for expected in [1, 2] {
         let res = send!(app, get("/heuristic-off"));
         assert!(header(&res, "cache-status").contains("detail=no-freshness"));
@@ -619,11 +556,11 @@ async fn shared_mode_heuristic_is_off_by_default() {
 async fn response_no_cache_is_stored_but_every_get_reaches_the_handler() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(App::new().wrap(Cache::new(store.clone()).shared()).route(
+    let app = cached_route!(
+        Cache::new(store.clone()).shared(),
         "/shared-no-cache",
-        counted(&calls, &[("cache-control", "no-cache, max-age=60")]),
-    ))
-    .await;
+        counted(&calls, &[("cache-control", "no-cache, max-age=60")])
+    );
     let miss = send!(app, get("/shared-no-cache"));
     assert!(header(&miss, "cache-status").contains("stored"));
     assert_eq!(store.len(), 1);
@@ -684,21 +621,17 @@ async fn private_set_cookie_is_stored_without_the_cookie() {
 #[actix_web::test]
 async fn no_cache_set_cookie_is_stored_without_the_cookie() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/no-cache-field",
-                counted(
-                    &calls,
-                    &[
-                        ("cache-control", "no-cache=\"set-cookie\", max-age=60"),
-                        ("set-cookie", "session=abc"),
-                    ],
-                ),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/no-cache-field",
+        counted(
+            &calls,
+            &[
+                ("cache-control", "no-cache=\"set-cookie\", max-age=60"),
+                ("set-cookie", "session=abc"),
+            ],
+        )
+    );
     let miss = send!(app, get("/no-cache-field"));
     assert_eq!(header(&miss, "set-cookie"), "session=abc");
     let hit = send!(app, get("/no-cache-field"));
@@ -718,12 +651,11 @@ macro_rules! shared_app {
         shared_app!($calls, $path, "max-age=60")
     };
     ($calls:expr, $path:expr, $cc:expr) => {
-        init_service(
-            App::new()
-                .wrap(Cache::new(MemoryStore::new(100)).shared())
-                .route($path, counted(&$calls, &[("cache-control", $cc)])),
+        cached_route!(
+            Cache::new(MemoryStore::new(100)).shared(),
+            $path,
+            counted(&$calls, &[("cache-control", $cc)])
         )
-        .await
     };
 }
 
@@ -842,19 +774,13 @@ async fn immutable_fresh_entry_is_reused_for_a_request_no_cache() {
 #[actix_web::test]
 async fn request_max_stale_is_served_a_stale_entry() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(
-                Cache::new(MemoryStore::new(100))
-                    .shared()
-                    .keep_stale(Duration::from_secs(60)),
-            )
-            .route(
-                "/req-max-stale",
-                counted(&calls, &[("cache-control", "max-age=0")]),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100))
+            .shared()
+            .keep_stale(Duration::from_secs(60)),
+        "/req-max-stale",
+        counted(&calls, &[("cache-control", "max-age=0")])
+    );
     let miss = send!(app, get("/req-max-stale"));
     assert!(header(&miss, "cache-status").contains("stored"));
     for cc in ["max-stale", "max-stale=30"] {
@@ -913,12 +839,10 @@ async fn request_max_stale_is_not_served_an_s_maxage_entry_in_shared_mode() {
 async fn request_max_stale_is_not_served_a_no_cache_entry() {
     let calls = Calls::default();
     let app = shared_app!(calls, "/fresh/max-stale-no-cache", "no-cache");
-    send!(app, TestRequest::get().uri("/fresh/max-stale-no-cache"));
+    send!(app, get("/fresh/max-stale-no-cache"));
     send!(
         app,
-        TestRequest::get()
-            .uri("/fresh/max-stale-no-cache")
-            .insert_header((header::CACHE_CONTROL, "max-stale"))
+        get("/fresh/max-stale-no-cache").insert_header((header::CACHE_CONTROL, "max-stale"))
     );
     assert_eq!(
         calls.get(),
@@ -936,27 +860,19 @@ async fn shared_mode_stores_a_404_only_with_explicit_freshness() {
         ("/fresh/404-plain", None, false),
     ] {
         let calls = Calls::default();
-        let c = calls.clone();
-        let app = init_service(
-            App::new()
-                .wrap(Cache::new(MemoryStore::new(100)).shared())
-                .route(
-                    path,
-                    web::get().to(move || {
-                        c.hit();
-                        async move {
-                            let mut res = HttpResponse::NotFound();
-                            if let Some(cc) = cache_control {
-                                res.insert_header((header::CACHE_CONTROL, cc));
-                            }
-                            res.finish()
-                        }
-                    }),
-                ),
-        )
-        .await;
-        send!(app, TestRequest::get().uri(path));
-        let res = send!(app, TestRequest::get().uri(path));
+        let app = cached_route!(
+            Cache::new(MemoryStore::new(100)).shared(),
+            path,
+            common::counted(web::get(), &calls, move |_| {
+                let mut res = HttpResponse::NotFound();
+                if let Some(cc) = cache_control {
+                    res.insert_header((header::CACHE_CONTROL, cc));
+                }
+                res.finish()
+            })
+        );
+        send!(app, get(path));
+        let res = send!(app, get(path));
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
         assert_eq!(calls.get(), if stored { 1 } else { 2 }, "{path}");
     }

@@ -20,9 +20,9 @@ use actix_web::{
         Method, StatusCode,
     },
     test::{call_service, init_service, TestRequest},
-    web, App, HttpRequest, HttpResponse,
+    web, App, HttpRequest, HttpResponse, Route,
 };
-use common::{body, header, Calls};
+use common::{body, cached_service, counted, get, head, header, Calls};
 
 /// The application behind the cache: `GET` returns `<path>?<query> v<version>`; a write answers
 /// `write_status` with `write_headers` and, when that is a 2xx or 3xx, bumps the version.
@@ -68,6 +68,12 @@ impl Backend {
         self.version.load(Ordering::SeqCst)
     }
 
+    /// `route` answered by this backend.
+    fn serve(&self, route: Route) -> Route {
+        let backend = self.clone();
+        route.to(move |req: HttpRequest| backend.clone().respond(req))
+    }
+
     async fn respond(self, req: HttpRequest) -> HttpResponse {
         if req.method() == Method::GET {
             self.reads.hit();
@@ -98,17 +104,14 @@ impl Backend {
 
 /// `init_service` over `$cache` and the backend, for any path and method.
 macro_rules! app {
-    ($cache:expr, $backend:expr) => {{
-        let backend = $backend.clone();
+    ($cache:expr, $backend:expr) => {
         init_service(
             App::new()
                 .wrap($cache)
-                .default_service(web::to(move |req: HttpRequest| {
-                    backend.clone().respond(req)
-                })),
+                .default_service($backend.serve(web::route())),
         )
         .await
-    }};
+    };
 }
 
 /// A `GET` of `$uri`, asserted 200; evaluates to the body as a `String`.
@@ -278,16 +281,9 @@ async fn head_shares_the_get_entry_and_is_dropped_with_it() {
     let app = app!(Cache::new(store.clone()), backend);
     let uri = "/head-shared";
 
-    let res = call_service(&app, TestRequest::get().uri(uri).to_request()).await;
+    let res = call_service(&app, get(uri).to_request()).await;
     let v1 = header(&res, header::ETAG);
-    let res = call_service(
-        &app,
-        TestRequest::default()
-            .method(Method::HEAD)
-            .uri(uri)
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, head(uri).to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         backend.reads.get(),
@@ -302,14 +298,7 @@ async fn head_shares_the_get_entry_and_is_dropped_with_it() {
 
     assert_eq!(write!(app, Method::DELETE, uri), StatusCode::OK);
 
-    let res = call_service(
-        &app,
-        TestRequest::default()
-            .method(Method::HEAD)
-            .uri(uri)
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, head(uri).to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(backend.reads.get(), 2, "HEAD after the write was a hit");
     assert_ne!(
@@ -508,33 +497,31 @@ async fn slow_get_does_not_store_data_read_before_a_concurrent_patch() {
     let app = {
         let (data, reads, gate) = (data.clone(), reads.clone(), gate.clone());
         let (data_w, gate_r) = (data.clone(), gate.clone());
-        init_service(
-            App::new().wrap(Cache::new(store.clone())).service(
-                web::resource("/race")
-                    .route(web::get().to(move || {
-                        let (data, reads, gate) = (data.clone(), reads.clone(), gate_r.clone());
-                        async move {
-                            let read = data.lock().clone();
-                            reads.hit();
-                            // A slow query: the answer was read before the write below.
-                            drop(gate.lock().await);
-                            HttpResponse::Ok().body(read)
-                        }
-                    }))
-                    .route(web::patch().to(move || {
-                        let data = data_w.clone();
-                        async move {
-                            *data.lock() = "new".to_owned();
-                            HttpResponse::NoContent().finish()
-                        }
-                    })),
-            ),
+        cached_service!(
+            Cache::new(store.clone()),
+            web::resource("/race")
+                .route(web::get().to(move || {
+                    let (data, reads, gate) = (data.clone(), reads.clone(), gate_r.clone());
+                    async move {
+                        let read = data.lock().clone();
+                        reads.hit();
+                        // A slow query: the answer was read before the write below.
+                        drop(gate.lock().await);
+                        HttpResponse::Ok().body(read)
+                    }
+                }))
+                .route(web::patch().to(move || {
+                    let data = data_w.clone();
+                    async move {
+                        *data.lock() = "new".to_owned();
+                        HttpResponse::NoContent().finish()
+                    }
+                }))
         )
-        .await
     };
 
     let held = gate.lock().await;
-    let slow_get = call_service(&app, TestRequest::get().uri("/race").to_request());
+    let slow_get = call_service(&app, get("/race").to_request());
     let patch_then_release = async {
         // Let the GET's handler read the old data first.
         while reads.get() == 0 {
@@ -553,7 +540,7 @@ async fn slow_get_does_not_store_data_read_before_a_concurrent_patch() {
         "the slow GET answers what it read"
     );
 
-    let res = call_service(&app, TestRequest::get().uri("/race").to_request()).await;
+    let res = call_service(&app, get("/race").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         body(res).await,
@@ -573,34 +560,27 @@ async fn nested_caches_inner_policy_wins_and_store_once() {
     let store = MemoryStore::new(100);
     let calls = Calls::default();
     let outer_calls = Calls::default();
-    let app = {
-        let (calls, outer_calls) = (calls.clone(), outer_calls.clone());
-        init_service(
-            App::new()
-                .wrap(Cache::new(store.clone()))
-                .service(
-                    web::scope("/nested")
-                        .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(5)))
-                        .route(
-                            "/item",
-                            web::get().to(move || {
-                                calls.hit();
-                                async { HttpResponse::Ok().body("inner") }
-                            }),
-                        ),
-                )
-                .route(
-                    "/nested-outer",
-                    web::get().to(move || {
-                        outer_calls.hit();
-                        async { HttpResponse::Ok().body("outer") }
-                    }),
-                ),
-        )
-        .await
-    };
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()))
+            .service(
+                web::scope("/nested")
+                    .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(5)))
+                    .route(
+                        "/item",
+                        counted(web::get(), &calls, |_| HttpResponse::Ok().body("inner")),
+                    ),
+            )
+            .route(
+                "/nested-outer",
+                counted(web::get(), &outer_calls, |_| {
+                    HttpResponse::Ok().body("outer")
+                }),
+            ),
+    )
+    .await;
 
-    let res = call_service(&app, TestRequest::get().uri("/nested/item").to_request()).await;
+    let res = call_service(&app, get("/nested/item").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         header(&res, header::CACHE_CONTROL),
@@ -611,7 +591,7 @@ async fn nested_caches_inner_policy_wins_and_store_once() {
     assert_eq!(body(res).await, "inner");
     assert_eq!(store.len(), 1, "the response was stored more than once");
 
-    let res = call_service(&app, TestRequest::get().uri("/nested/item").to_request()).await;
+    let res = call_service(&app, get("/nested/item").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(calls.get(), 1, "the second GET was not a hit");
     assert_eq!(
@@ -624,7 +604,7 @@ async fn nested_caches_inner_policy_wins_and_store_once() {
     assert_eq!(store.len(), 1);
 
     // Outside the scope the outer policy applies.
-    let res = call_service(&app, TestRequest::get().uri("/nested-outer").to_request()).await;
+    let res = call_service(&app, get("/nested-outer").to_request()).await;
     assert_eq!(
         header(&res, header::CACHE_CONTROL),
         "max-age=60",
@@ -639,28 +619,17 @@ async fn nested_caches_inner_policy_wins_and_store_once() {
 async fn nested_caches_with_different_keys_store_once() {
     let store = MemoryStore::new(100);
     let calls = Calls::default();
-    let app = {
-        let calls = calls.clone();
-        init_service(
-            App::new()
-                .wrap(Cache::new(store.clone()).cache_vary(["accept-language"]))
-                .service(
-                    web::scope("/nested-keys")
-                        .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(7)))
-                        .route(
-                            "/item",
-                            web::get().to(move || {
-                                calls.hit();
-                                async { HttpResponse::Ok().body("inner") }
-                            }),
-                        ),
-                ),
-        )
-        .await
-    };
+    let app = cached_service!(
+        Cache::new(store.clone()).cache_vary(["accept-language"]),
+        web::scope("/nested-keys")
+            .wrap(Cache::new(store.clone()).cache_expiry(Duration::from_secs(7)))
+            .route(
+                "/item",
+                counted(web::get(), &calls, |_| HttpResponse::Ok().body("inner")),
+            )
+    );
     for lang in ["en", "fr", "en"] {
-        let req = TestRequest::get()
-            .uri("/nested-keys/item")
+        let req = get("/nested-keys/item")
             .insert_header((header::ACCEPT_LANGUAGE, lang))
             .to_request();
         let res = call_service(&app, req).await;
@@ -686,27 +655,18 @@ async fn nested_caches_with_different_keys_store_once() {
 async fn nested_caches_conditional_write_does_not_deadlock() {
     let store = MemoryStore::new(100);
     let backend = Backend::new();
-    let app = {
-        let (reader, writer) = (backend.clone(), backend.clone());
-        init_service(
-            App::new().wrap(Cache::new(store.clone())).service(
-                web::scope("/nested-lock")
-                    .wrap(Cache::new(store.clone()))
-                    .service(
-                        web::resource("/item")
-                            .route(
-                                web::get().to(move |req: HttpRequest| reader.clone().respond(req)),
-                            )
-                            .route(
-                                web::put().to(move |req: HttpRequest| writer.clone().respond(req)),
-                            ),
-                    ),
-            ),
-        )
-        .await
-    };
+    let app = cached_service!(
+        Cache::new(store.clone()),
+        web::scope("/nested-lock")
+            .wrap(Cache::new(store.clone()))
+            .service(
+                web::resource("/item")
+                    .route(backend.serve(web::get()))
+                    .route(backend.serve(web::put())),
+            )
+    );
     let uri = "/nested-lock/item";
-    let res = call_service(&app, TestRequest::get().uri(uri).to_request()).await;
+    let res = call_service(&app, get(uri).to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     let etag = header(&res, header::ETAG);
 
@@ -848,21 +808,12 @@ async fn get_whose_set_is_overtaken_by_a_patch_is_removed_by_the_recheck() {
 async fn extension_method_invalidates_and_is_checked() {
     let proppatch = Method::from_bytes(b"PROPPATCH").expect("a method");
     let backend = Backend::new();
-    let app = {
-        let (reader, writer) = (backend.clone(), backend.clone());
-        init_service(
-            App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-                web::resource("/proppatch")
-                    .route(web::get().to(move |req: HttpRequest| reader.clone().respond(req)))
-                    .route(
-                        web::route()
-                            .method(proppatch.clone())
-                            .to(move |req: HttpRequest| writer.clone().respond(req)),
-                    ),
-            ),
-        )
-        .await
-    };
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/proppatch")
+            .route(backend.serve(web::get()))
+            .route(backend.serve(web::route().method(proppatch.clone())))
+    );
     let uri = "/proppatch";
 
     assert_eq!(get!(app, uri), "/proppatch? v1");
@@ -970,25 +921,20 @@ async fn write_during_a_slow_variant_lookup_does_not_revive_old_variants() {
 async fn extension_method_does_not_mark_the_etag_stale() {
     let writes = Calls::default();
     let propfind = actix_web::http::Method::from_bytes(b"PROPFIND").unwrap();
-    let app =
-        {
-            let writes = writes.clone();
-            init_service(
-                App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-                    web::resource("/propfind")
-                        .route(web::get().to(|| async { HttpResponse::Ok().body("doc") }))
-                        .route(web::route().method(propfind.clone()).to(|| async {
-                            HttpResponse::build(StatusCode::MULTI_STATUS).finish()
-                        }))
-                        .route(web::put().to(move || {
-                            writes.hit();
-                            async { HttpResponse::NoContent().finish() }
-                        })),
-                ),
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/propfind")
+            .route(web::get().to(|| async { HttpResponse::Ok().body("doc") }))
+            .route(
+                web::route()
+                    .method(propfind.clone())
+                    .to(|| async { HttpResponse::build(StatusCode::MULTI_STATUS).finish() })
             )
-            .await
-        };
-    let res = call_service(&app, TestRequest::get().uri("/propfind").to_request()).await;
+            .route(counted(web::put(), &writes, |_| {
+                HttpResponse::NoContent().finish()
+            }))
+    );
+    let res = call_service(&app, get("/propfind").to_request()).await;
     let etag = header(&res, "etag");
     let res = call_service(
         &app,

@@ -7,21 +7,15 @@
 
 mod common;
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
     http::{header, StatusCode},
-    test::{call_service, init_service, read_body, TestRequest},
-    web, App, HttpResponse,
+    test::{call_service, read_body},
+    web, HttpResponse,
 };
-use common::{header, Calls};
+use common::{cached_service, counted, get, header, settle, slow_get, Calls, Load};
 
 // RFC 9110 §13.1.2 / RFC 9111 §4.3.2: an outer `Cache` revalidating a stale entry (the two
 // share a store) sends its own If-None-Match; the inner one must answer the client's request,
@@ -30,28 +24,22 @@ use common::{header, Calls};
 async fn a_client_without_preconditions_never_gets_a_304_through_nested_caches() {
     let store = MemoryStore::new(100);
     let calls = Calls::default();
-    let c = calls.clone();
-    let app = init_service(
-        App::new().wrap(Cache::new(store.clone())).service(
-            web::scope("/nested-reval")
-                .wrap(Cache::new(store.clone()))
-                .route(
-                    "/x",
-                    web::get().to(move || {
-                        c.hit();
-                        async {
-                            HttpResponse::Ok()
-                                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                                .body("same")
-                        }
-                    }),
-                ),
-        ),
-    )
-    .await;
-    let get = || TestRequest::get().uri("/nested-reval/x").to_request();
-    read_body(call_service(&app, get()).await).await;
-    let res = call_service(&app, get()).await;
+    let app = cached_service!(
+        Cache::new(store.clone()),
+        web::scope("/nested-reval")
+            .wrap(Cache::new(store.clone()))
+            .route(
+                "/x",
+                counted(web::get(), &calls, |_| {
+                    HttpResponse::Ok()
+                        .insert_header((header::CACHE_CONTROL, "max-age=0"))
+                        .body("same")
+                }),
+            )
+    );
+    let request = || get("/nested-reval/x").to_request();
+    read_body(call_service(&app, request()).await).await;
+    let res = call_service(&app, request()).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
@@ -67,33 +55,31 @@ async fn a_client_without_preconditions_never_gets_a_304_through_nested_caches()
 async fn the_inner_cache_refreshes_in_the_background() {
     let calls = Calls::default();
     let c = calls.clone();
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::scope("/nested-swr")
-                .wrap(Cache::new(MemoryStore::new(100)))
-                .route(
-                    "/x",
-                    web::get().to(move || {
-                        let n = c.hit();
-                        async move {
-                            HttpResponse::Ok()
-                                .insert_header((
-                                    header::CACHE_CONTROL,
-                                    "max-age=0, stale-while-revalidate=60",
-                                ))
-                                .body(format!("v{n}"))
-                        }
-                    }),
-                ),
-        ),
-    )
-    .await;
-    let get = || TestRequest::get().uri("/nested-swr/x").to_request();
-    read_body(call_service(&app, get()).await).await;
-    let res = call_service(&app, get()).await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::scope("/nested-swr")
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route(
+                "/x",
+                web::get().to(move || {
+                    let n = c.hit();
+                    async move {
+                        HttpResponse::Ok()
+                            .insert_header((
+                                header::CACHE_CONTROL,
+                                "max-age=0, stale-while-revalidate=60",
+                            ))
+                            .body(format!("v{n}"))
+                    }
+                }),
+            )
+    );
+    let request = || get("/nested-swr/x").to_request();
+    read_body(call_service(&app, request()).await).await;
+    let res = call_service(&app, request()).await;
     assert!(header(&res, "cache-status").contains("stale-while-revalidate"));
     assert_eq!(read_body(res).await, "v1");
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    settle().await;
     assert_eq!(calls.get(), 2, "the background refresh never ran");
 }
 
@@ -101,38 +87,24 @@ async fn the_inner_cache_refreshes_in_the_background() {
 // either: concurrent requests run side by side.
 #[actix_web::test]
 async fn pages_the_inner_cache_never_stores_are_not_coalesced_outside() {
-    let running = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let (r, p) = (running.clone(), peak.clone());
-    let app = init_service(
-        App::new().wrap(Cache::new(MemoryStore::new(100))).service(
-            web::scope("/nested-cookie")
-                .wrap(Cache::new(MemoryStore::new(100)))
-                .route(
-                    "/x",
-                    web::get().to(move || {
-                        let (r, p) = (r.clone(), p.clone());
-                        async move {
-                            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-                            p.fetch_max(now, Ordering::SeqCst);
-                            actix_web::rt::time::sleep(Duration::from_millis(30)).await;
-                            r.fetch_sub(1, Ordering::SeqCst);
-                            HttpResponse::Ok()
-                                .insert_header((header::SET_COOKIE, "s=1"))
-                                .body("x")
-                        }
-                    }),
+    let load = Load::default();
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::scope("/nested-cookie")
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route(
+                "/x",
+                slow_get(
+                    &load,
+                    Duration::from_millis(30),
+                    &[("set-cookie", "s=1")],
+                    "x",
                 ),
-        ),
-    )
-    .await;
-    let get = || TestRequest::get().uri("/nested-cookie/x").to_request();
-    read_body(call_service(&app, get()).await).await;
-    peak.store(0, Ordering::SeqCst);
-    futures_util::future::join_all((0..4).map(|_| call_service(&app, get()))).await;
-    assert_eq!(
-        peak.load(Ordering::SeqCst),
-        4,
-        "the requests queued behind each other"
+            )
     );
+    let request = || get("/nested-cookie/x").to_request();
+    read_body(call_service(&app, request()).await).await;
+    load.peak.store(0, Ordering::SeqCst);
+    futures_util::future::join_all((0..4).map(|_| call_service(&app, request()))).await;
+    assert_eq!(load.peak(), 4, "the requests queued behind each other");
 }

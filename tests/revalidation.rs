@@ -12,48 +12,23 @@ mod common;
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
-    http::{
-        header::{self, HttpDate},
-        StatusCode,
-    },
+    http::{header, StatusCode},
     rt::time::sleep,
-    test::{call_service, init_service, read_body, TestRequest},
-    web, App, HttpRequest, HttpResponse, Route,
+    test::{call_service, read_body, TestRequest},
+    web, HttpRequest, HttpResponse, Route,
 };
-use common::{header, Calls};
-use sha2::{Digest, Sha256};
+use common::{
+    cached_route, cached_service, counted, etag_of, get, header, http_date, last_modified,
+    req_header, send, with_headers, Calls, HIT,
+};
 
 const BODY: &str = "revalidated body";
 const V1: &str = "\"v1\"";
-
-/// The `Cache-Status` of a hit with the default cache name.
-const HIT: &str = "actix-response-cache; hit";
-
-/// The strong ETag the middleware computes: quoted lowercase hex SHA-256 of the body.
-fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(Sha256::digest(body)))
-}
-
-/// A fixed Last-Modified time.
-fn last_modified() -> String {
-    HttpDate::from(SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000)).to_string()
-}
-
-fn get(path: &str) -> TestRequest {
-    TestRequest::get().uri(path)
-}
-
-/// Sends the `TestRequest` `$req` to `$app` and returns the response.
-macro_rules! send {
-    ($app:expr, $req:expr) => {
-        call_service(&$app, $req.to_request()).await
-    };
-}
 
 /// The validators one handler call received.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,14 +50,6 @@ impl Seen {
             ..Self::default()
         }
     }
-}
-
-/// A request header as a `String` (`""` when absent).
-fn req_header(req: &HttpRequest, name: header::HeaderName) -> String {
-    req.headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default()
 }
 
 /// An origin handler: counts every call and every conditional call, records the validators it
@@ -119,20 +86,26 @@ impl Origin {
     }
 }
 
+/// A `304` with the `not_modified` fields when the request's `If-None-Match` is `tag`, else a
+/// `200 BODY` with the `ok` fields.
+fn answer_if_none_match(
+    req: &HttpRequest,
+    tag: &str,
+    not_modified: &[(&str, &str)],
+    ok: &[(&str, &str)],
+) -> HttpResponse {
+    if req_header(req, header::IF_NONE_MATCH) == tag {
+        with_headers(HttpResponse::NotModified(), not_modified).finish()
+    } else {
+        with_headers(HttpResponse::Ok(), ok).body(BODY)
+    }
+}
+
 /// `ETag: "v1"`, `Cache-Control: max-age=0` (stale at once, kept for revalidation), and a `304`
 /// when `If-None-Match` is `"v1"`.
 fn v1_stale_at_once(req: &HttpRequest, _: usize) -> HttpResponse {
-    if req_header(req, header::IF_NONE_MATCH) == V1 {
-        HttpResponse::NotModified()
-            .insert_header((header::ETAG, V1))
-            .insert_header((header::CACHE_CONTROL, "max-age=0"))
-            .finish()
-    } else {
-        HttpResponse::Ok()
-            .insert_header((header::ETAG, V1))
-            .insert_header((header::CACHE_CONTROL, "max-age=0"))
-            .body(BODY)
-    }
+    let fields = [("etag", V1), ("cache-control", "max-age=0")];
+    answer_if_none_match(req, V1, &fields, &fields)
 }
 
 // RFC 9111 §4.3.1, §4.3.3, §4.3.4: a stale entry is revalidated with its ETag in
@@ -142,12 +115,11 @@ async fn stale_entry_is_revalidated_and_a_304_serves_the_stored_body() {
     common::init_log();
     let origin = Origin::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/reval-basic", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/reval-basic",
+        origin.route(v1_stale_at_once)
+    );
 
     let first = send!(app, get("/reval-basic"));
     assert_eq!(first.status(), StatusCode::OK);
@@ -179,12 +151,11 @@ async fn stale_entry_is_revalidated_and_a_304_serves_the_stored_body() {
 #[actix_web::test]
 async fn client_if_none_match_after_revalidation_gets_304() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-client-inm", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-client-inm",
+        origin.route(v1_stale_at_once)
+    );
     send!(app, get("/reval-client-inm"));
 
     let res = send!(
@@ -206,19 +177,18 @@ async fn client_if_none_match_after_revalidation_gets_304() {
 #[actix_web::test]
 async fn client_validator_is_replaced_by_the_stored_one() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-client-other", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-client-other",
+        origin.route(v1_stale_at_once)
+    );
     send!(app, get("/reval-client-other"));
 
     let res = send!(
         app,
         get("/reval-client-other")
             .insert_header((header::IF_NONE_MATCH, "\"v0\""))
-            .insert_header((header::IF_MODIFIED_SINCE, last_modified()))
+            .insert_header((header::IF_MODIFIED_SINCE, http_date(last_modified())))
     );
     assert_eq!(res.status(), StatusCode::OK);
     assert!(header(&res, "cache-status").contains("fwd=stale; fwd-status=304"));
@@ -231,12 +201,11 @@ async fn client_validator_is_replaced_by_the_stored_one() {
 #[actix_web::test]
 async fn unconditional_get_never_receives_a_304_after_revalidation() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-unconditional", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-unconditional",
+        origin.route(v1_stale_at_once)
+    );
     send!(app, get("/reval-unconditional"));
     for n in 2..=4 {
         let res = send!(app, get("/reval-unconditional"));
@@ -253,27 +222,27 @@ async fn unconditional_get_never_receives_a_304_after_revalidation() {
 #[actix_web::test]
 async fn not_modified_fields_replace_the_stored_ones() {
     fn versioned(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_NONE_MATCH) == V1 {
-            HttpResponse::NotModified()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                .insert_header(("x-version", "2"))
-                .finish()
-        } else {
-            HttpResponse::Ok()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                .insert_header(("x-version", "1"))
-                .body(BODY)
-        }
+        answer_if_none_match(
+            req,
+            V1,
+            &[
+                ("etag", V1),
+                ("cache-control", "max-age=60"),
+                ("x-version", "2"),
+            ],
+            &[
+                ("etag", V1),
+                ("cache-control", "max-age=0"),
+                ("x-version", "1"),
+            ],
+        )
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-fields", origin.route(versioned)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-fields",
+        origin.route(versioned)
+    );
     let first = send!(app, get("/reval-fields"));
     assert_eq!(header(&first, "x-version"), "1");
 
@@ -304,27 +273,27 @@ async fn not_modified_fields_replace_the_stored_ones() {
 #[actix_web::test]
 async fn not_modified_with_another_strong_etag_does_not_update_the_entry() {
     fn other_tag(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_NONE_MATCH) == V1 {
-            HttpResponse::NotModified()
-                .insert_header((header::ETAG, "\"v9\""))
-                .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                .insert_header(("x-version", "9"))
-                .finish()
-        } else {
-            HttpResponse::Ok()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                .insert_header(("x-version", "1"))
-                .body(BODY)
-        }
+        answer_if_none_match(
+            req,
+            V1,
+            &[
+                ("etag", "\"v9\""),
+                ("cache-control", "max-age=60"),
+                ("x-version", "9"),
+            ],
+            &[
+                ("etag", V1),
+                ("cache-control", "max-age=0"),
+                ("x-version", "1"),
+            ],
+        )
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-other-tag", origin.route(other_tag)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-other-tag",
+        origin.route(other_tag)
+    );
     send!(app, get("/reval-other-tag"));
     for n in [2, 3] {
         let res = send!(app, get("/reval-other-tag"));
@@ -348,27 +317,27 @@ async fn not_modified_with_another_strong_etag_does_not_update_the_entry() {
 async fn not_modified_with_the_same_weak_etag_updates_the_entry() {
     const WEAK: &str = "W/\"v1\"";
     fn weak(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_NONE_MATCH) == WEAK {
-            HttpResponse::NotModified()
-                .insert_header((header::ETAG, WEAK))
-                .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                .insert_header(("x-version", "2"))
-                .finish()
-        } else {
-            HttpResponse::Ok()
-                .insert_header((header::ETAG, WEAK))
-                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                .insert_header(("x-version", "1"))
-                .body(BODY)
-        }
+        answer_if_none_match(
+            req,
+            WEAK,
+            &[
+                ("etag", WEAK),
+                ("cache-control", "max-age=60"),
+                ("x-version", "2"),
+            ],
+            &[
+                ("etag", WEAK),
+                ("cache-control", "max-age=0"),
+                ("x-version", "1"),
+            ],
+        )
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-weak-tag", origin.route(weak)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-weak-tag",
+        origin.route(weak)
+    );
     send!(app, get("/reval-weak-tag"));
     let second = send!(app, get("/reval-weak-tag"));
     assert_eq!(second.status(), StatusCode::OK);
@@ -392,31 +361,30 @@ async fn not_modified_with_the_same_weak_etag_updates_the_entry() {
 #[actix_web::test]
 async fn last_modified_is_sent_as_if_modified_since() {
     fn dated(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_MODIFIED_SINCE) == last_modified() {
+        if req_header(req, header::IF_MODIFIED_SINCE) == http_date(last_modified()) {
             HttpResponse::NotModified()
                 .insert_header((header::CACHE_CONTROL, "max-age=0"))
                 .finish()
         } else {
             HttpResponse::Ok()
-                .insert_header((header::LAST_MODIFIED, last_modified()))
+                .insert_header((header::LAST_MODIFIED, http_date(last_modified())))
                 .insert_header((header::CACHE_CONTROL, "max-age=0"))
                 .body(BODY)
         }
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-last-modified", origin.route(dated)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-last-modified",
+        origin.route(dated)
+    );
     let first = send!(app, get("/reval-last-modified"));
     assert_eq!(header(&first, "etag"), etag_of(BODY.as_bytes()));
 
     let second = send!(app, get("/reval-last-modified"));
     assert_eq!(second.status(), StatusCode::OK);
     assert!(header(&second, "cache-status").contains("fwd=stale; fwd-status=304"));
-    assert_eq!(header(&second, "last-modified"), last_modified());
+    assert_eq!(header(&second, "last-modified"), http_date(last_modified()));
     assert_eq!(read_body(second).await, BODY.as_bytes());
     assert_eq!(
         origin.seen(),
@@ -424,7 +392,7 @@ async fn last_modified_is_sent_as_if_modified_since() {
             Seen::plain(),
             Seen {
                 if_none_match: etag_of(BODY.as_bytes()),
-                if_modified_since: last_modified(),
+                if_modified_since: http_date(last_modified()),
             }
         ]
     );
@@ -445,12 +413,11 @@ async fn stale_entry_is_replaced_by_a_new_200() {
         }
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-replaced", origin.route(changed)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-replaced",
+        origin.route(changed)
+    );
     let first = send!(app, get("/reval-replaced"));
     assert_eq!(read_body(first).await, "old body".as_bytes());
 
@@ -488,12 +455,11 @@ async fn keep_stale_zero_drops_stale_entries() {
             .body(BODY)
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).keep_stale(Duration::ZERO))
-            .route("/reval-keep-zero", origin.route(short)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).keep_stale(Duration::ZERO),
+        "/reval-keep-zero",
+        origin.route(short)
+    );
     let first = send!(app, get("/reval-keep-zero"));
     assert!(header(&first, "cache-status").contains("stored"));
     let hit = send!(app, get("/reval-keep-zero"));
@@ -515,12 +481,11 @@ async fn keep_stale_zero_drops_stale_entries() {
 async fn keep_stale_zero_does_not_store_a_response_stale_at_once() {
     let origin = Origin::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()).keep_stale(Duration::ZERO))
-            .route("/reval-keep-zero-stale", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()).keep_stale(Duration::ZERO),
+        "/reval-keep-zero-stale",
+        origin.route(v1_stale_at_once)
+    );
     for _ in 0..2 {
         let res = send!(app, get("/reval-keep-zero-stale"));
         assert_eq!(res.status(), StatusCode::OK);
@@ -536,12 +501,11 @@ async fn keep_stale_zero_does_not_store_a_response_stale_at_once() {
 #[actix_web::test]
 async fn keep_stale_bounds_how_long_a_stale_entry_is_kept() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).keep_stale(Duration::from_secs(1)))
-            .route("/reval-keep-one", origin.route(v1_stale_at_once)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).keep_stale(Duration::from_secs(1)),
+        "/reval-keep-one",
+        origin.route(v1_stale_at_once)
+    );
     send!(app, get("/reval-keep-one"));
     sleep(Duration::from_millis(1100)).await;
     let res = send!(app, get("/reval-keep-one"));
@@ -554,25 +518,15 @@ async fn keep_stale_bounds_how_long_a_stale_entry_is_kept() {
 #[actix_web::test]
 async fn request_no_cache_revalidates_with_a_conditional_request() {
     fn fresh_v1(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_NONE_MATCH) == V1 {
-            HttpResponse::NotModified()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                .finish()
-        } else {
-            HttpResponse::Ok()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=60"))
-                .body(BODY)
-        }
+        let fields = [("etag", V1), ("cache-control", "max-age=60")];
+        answer_if_none_match(req, V1, &fields, &fields)
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route("/reval-request-no-cache", origin.route(fresh_v1)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/reval-request-no-cache",
+        origin.route(fresh_v1)
+    );
     send!(app, get("/reval-request-no-cache"));
     let res = send!(
         app,
@@ -590,26 +544,23 @@ async fn request_no_cache_revalidates_with_a_conditional_request() {
 #[actix_web::test]
 async fn set_cookie_on_a_304_reaches_the_client() {
     fn rotating(req: &HttpRequest, _: usize) -> HttpResponse {
-        if req_header(req, header::IF_NONE_MATCH) == V1 {
-            HttpResponse::NotModified()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                .insert_header((header::SET_COOKIE, "session=rotated"))
-                .finish()
-        } else {
-            HttpResponse::Ok()
-                .insert_header((header::ETAG, V1))
-                .insert_header((header::CACHE_CONTROL, "max-age=0"))
-                .body(BODY)
-        }
+        answer_if_none_match(
+            req,
+            V1,
+            &[
+                ("etag", V1),
+                ("cache-control", "max-age=0"),
+                ("set-cookie", "session=rotated"),
+            ],
+            &[("etag", V1), ("cache-control", "max-age=0")],
+        )
     }
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/reval-set-cookie", origin.route(rotating)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/reval-set-cookie",
+        origin.route(rotating)
+    );
     send!(app, get("/reval-set-cookie"));
     let res = send!(app, get("/reval-set-cookie"));
     assert_eq!(res.status(), StatusCode::OK);
@@ -640,33 +591,19 @@ async fn conditional_put_against_a_stale_entry_reaches_the_handler() {
             .insert_header((header::CACHE_CONTROL, "max-age=60"))
             .body(BODY)
     }
-    let counted_put = |calls: &Calls| {
-        let calls = calls.clone();
-        web::put().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                HttpResponse::NoContent().finish()
-            }
-        })
-    };
+    let counted_put =
+        |calls: &Calls| counted(web::put(), calls, |_| HttpResponse::NoContent().finish());
     let (stale_origin, fresh_origin) = (Origin::default(), Origin::default());
     let (stale_puts, fresh_puts) = (Calls::default(), Calls::default());
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(
-                web::resource("/reval-put-stale")
-                    .route(stale_origin.route(v2_stale))
-                    .route(counted_put(&stale_puts)),
-            )
-            .service(
-                web::resource("/reval-put-fresh")
-                    .route(fresh_origin.route(v2_fresh))
-                    .route(counted_put(&fresh_puts)),
-            ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::resource("/reval-put-stale")
+            .route(stale_origin.route(v2_stale))
+            .route(counted_put(&stale_puts)),
+        web::resource("/reval-put-fresh")
+            .route(fresh_origin.route(v2_fresh))
+            .route(counted_put(&fresh_puts))
+    );
     let put = |path: &str| {
         TestRequest::put()
             .uri(path)
@@ -698,7 +635,8 @@ async fn conditional_put_against_a_stale_entry_reaches_the_handler() {
 async fn a_304_that_forbids_storing_still_describes_the_clients_response() {
     let calls = Calls::default();
     let c = calls.clone();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/reval-no-store-304",
         web::get().to(move |req: HttpRequest| {
             let n = c.hit();
@@ -716,12 +654,11 @@ async fn a_304_that_forbids_storing_still_describes_the_clients_response() {
                     .insert_header(("x-version", "1"))
                     .body("body")
             }
-        }),
-    ))
-    .await;
-    let get = || TestRequest::get().uri("/reval-no-store-304").to_request();
-    read_body(call_service(&app, get()).await).await;
-    let res = call_service(&app, get()).await;
+        })
+    );
+    let request = || get("/reval-no-store-304").to_request();
+    read_body(call_service(&app, request()).await).await;
+    let res = call_service(&app, request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "x-version"), "2");
     assert_eq!(header(&res, header::CACHE_CONTROL), "no-store");

@@ -16,10 +16,10 @@ use std::{
 use actix_response_cache::{Cache, MemoryStore};
 use actix_web::{
     http::{header, StatusCode},
-    test::{call_service, init_service, read_body, TestRequest},
-    web, App, HttpResponse, Route,
+    test::{call_service, read_body},
+    web, HttpResponse, Route,
 };
-use common::{header, Calls};
+use common::{cached_route, get, header, settle, Calls};
 
 /// A resource whose representation is `v<N>` (N counts the calls) and that fails with `503`
 /// while `failing` is set.
@@ -49,14 +49,9 @@ impl Origin {
     }
 }
 
-/// Lets spawned tasks (a background refresh) run.
-async fn settle() {
-    actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-}
-
 macro_rules! get {
     ($app:expr, $path:expr) => {{
-        let res = call_service(&$app, TestRequest::get().uri($path).to_request()).await;
+        let res = call_service(&$app, get($path).to_request()).await;
         let status = res.status();
         let cache_status = header(&res, "cache-status");
         let body = read_body(res).await;
@@ -74,11 +69,11 @@ macro_rules! get {
 async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
     common::init_log();
     let origin = Origin::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/swr/basic",
-        origin.route("max-age=0, stale-while-revalidate=60"),
-    ))
-    .await;
+        origin.route("max-age=0, stale-while-revalidate=60")
+    );
     assert_eq!(get!(app, "/swr/basic").2, "v1");
 
     let (status, cache_status, body) = get!(app, "/swr/basic");
@@ -102,16 +97,16 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_in_the_background() {
 #[actix_web::test]
 async fn stale_while_revalidate_refreshes_once_for_many_requests() {
     let origin = Origin::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/swr/once",
-        origin.route("max-age=0, stale-while-revalidate=60"),
-    ))
-    .await;
+        origin.route("max-age=0, stale-while-revalidate=60")
+    );
     get!(app, "/swr/once");
     // Responses held at once: the refresh waits until the first one's body is done.
     let mut held = Vec::new();
     for _ in 0..5 {
-        held.push(call_service(&app, TestRequest::get().uri("/swr/once").to_request()).await);
+        held.push(call_service(&app, get("/swr/once").to_request()).await);
     }
     assert_eq!(origin.calls.get(), 1, "no request may wait for the handler");
     for res in held {
@@ -125,12 +120,11 @@ async fn stale_while_revalidate_refreshes_once_for_many_requests() {
 #[actix_web::test]
 async fn stale_while_revalidate_default_from_the_builder() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).stale_while_revalidate(Duration::from_secs(60)))
-            .route("/swr/default", origin.route("max-age=0")),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).stale_while_revalidate(Duration::from_secs(60)),
+        "/swr/default",
+        origin.route("max-age=0")
+    );
     get!(app, "/swr/default");
     let (_, cache_status, body) = get!(app, "/swr/default");
     assert_eq!(body, "v1");
@@ -144,11 +138,11 @@ async fn stale_while_revalidate_default_from_the_builder() {
 #[actix_web::test]
 async fn must_revalidate_forbids_stale_while_revalidate() {
     let origin = Origin::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/swr/must",
-        origin.route("max-age=0, must-revalidate, stale-while-revalidate=60"),
-    ))
-    .await;
+        origin.route("max-age=0, must-revalidate, stale-while-revalidate=60")
+    );
     get!(app, "/swr/must");
     let (_, cache_status, body) = get!(app, "/swr/must");
     assert_eq!(
@@ -164,20 +158,15 @@ async fn must_revalidate_forbids_stale_while_revalidate() {
 #[actix_web::test]
 async fn request_no_cache_is_not_answered_stale() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/swr/no-cache",
-                origin.route("max-age=0, stale-while-revalidate=60"),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/swr/no-cache",
+        origin.route("max-age=0, stale-while-revalidate=60")
+    );
     get!(app, "/swr/no-cache");
     let res = call_service(
         &app,
-        TestRequest::get()
-            .uri("/swr/no-cache")
+        get("/swr/no-cache")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .to_request(),
     )
@@ -190,12 +179,11 @@ async fn request_no_cache_is_not_answered_stale() {
 #[actix_web::test]
 async fn stale_if_error_serves_stale_when_the_handler_fails() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/sie/basic", origin.route("max-age=0, stale-if-error=60")),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/sie/basic",
+        origin.route("max-age=0, stale-if-error=60")
+    );
     get!(app, "/sie/basic");
     origin.failing.store(true, Ordering::SeqCst);
     let (status, cache_status, body) = get!(app, "/sie/basic");
@@ -216,22 +204,17 @@ async fn stale_if_error_serves_stale_when_the_handler_fails() {
 #[actix_web::test]
 async fn stale_if_error_honours_the_clients_preconditions() {
     let origin = Origin::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/sie/conditional",
-        origin.route("max-age=0, stale-if-error=60"),
-    ))
-    .await;
-    let res = call_service(
-        &app,
-        TestRequest::get().uri("/sie/conditional").to_request(),
-    )
-    .await;
+        origin.route("max-age=0, stale-if-error=60")
+    );
+    let res = call_service(&app, get("/sie/conditional").to_request()).await;
     let etag = header(&res, header::ETAG);
     origin.failing.store(true, Ordering::SeqCst);
     let res = call_service(
         &app,
-        TestRequest::get()
-            .uri("/sie/conditional")
+        get("/sie/conditional")
             .insert_header((header::IF_NONE_MATCH, etag))
             .to_request(),
     )
@@ -243,12 +226,11 @@ async fn stale_if_error_honours_the_clients_preconditions() {
 #[actix_web::test]
 async fn errors_pass_through_without_stale_if_error() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/sie/none", origin.route("max-age=0")),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/sie/none",
+        origin.route("max-age=0")
+    );
     get!(app, "/sie/none");
     origin.failing.store(true, Ordering::SeqCst);
     let (status, _, body) = get!(app, "/sie/none");
@@ -262,11 +244,11 @@ async fn errors_pass_through_without_stale_if_error() {
 #[actix_web::test]
 async fn must_revalidate_forbids_stale_if_error() {
     let origin = Origin::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/sie/must",
-        origin.route("max-age=0, must-revalidate, stale-if-error=60"),
-    ))
-    .await;
+        origin.route("max-age=0, must-revalidate, stale-if-error=60")
+    );
     get!(app, "/sie/must");
     origin.failing.store(true, Ordering::SeqCst);
     assert_eq!(get!(app, "/sie/must").0, StatusCode::SERVICE_UNAVAILABLE);
@@ -276,12 +258,11 @@ async fn must_revalidate_forbids_stale_if_error() {
 #[actix_web::test]
 async fn stale_if_error_default_from_the_builder() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).stale_if_error(Duration::from_secs(60)))
-            .route("/sie/default", origin.route("max-age=0")),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).stale_if_error(Duration::from_secs(60)),
+        "/sie/default",
+        origin.route("max-age=0")
+    );
     get!(app, "/sie/default");
     origin.failing.store(true, Ordering::SeqCst);
     let (status, _, body) = get!(app, "/sie/default");
@@ -295,25 +276,18 @@ async fn stale_if_error_default_from_the_builder() {
 #[actix_web::test]
 async fn a_held_stale_response_does_not_hold_up_other_requests() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(
-                Cache::new(MemoryStore::new(100))
-                    .shared()
-                    .coalesce_wait(Duration::from_secs(30)),
-            )
-            .route(
-                "/swr/held",
-                origin.route("max-age=0, stale-while-revalidate=60"),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100))
+            .shared()
+            .coalesce_wait(Duration::from_secs(30)),
+        "/swr/held",
+        origin.route("max-age=0, stale-while-revalidate=60")
+    );
     get!(app, "/swr/held");
-    let held = call_service(&app, TestRequest::get().uri("/swr/held").to_request()).await;
+    let held = call_service(&app, get("/swr/held").to_request()).await;
     let other = call_service(
         &app,
-        TestRequest::get()
-            .uri("/swr/held")
+        get("/swr/held")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .to_request(),
     );
@@ -328,15 +302,11 @@ async fn a_held_stale_response_does_not_hold_up_other_requests() {
 #[actix_web::test]
 async fn shared_mode_serves_stale_within_the_rfc_5861_windows() {
     let origin = Origin::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).shared())
-            .route(
-                "/stale/shared",
-                origin.route("max-age=0, stale-if-error=60, stale-while-revalidate=60"),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).shared(),
+        "/stale/shared",
+        origin.route("max-age=0, stale-if-error=60, stale-while-revalidate=60")
+    );
     get!(app, "/stale/shared");
     let (_, cache_status, body) = get!(app, "/stale/shared");
     assert_eq!(body, "v1");

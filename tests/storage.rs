@@ -8,73 +8,35 @@ use std::time::{Duration, SystemTime};
 
 use actix_response_cache::{Cache, MemoryStore, Visibility};
 use actix_web::{
-    body::{BodySize, MessageBody},
-    dev::ServiceResponse,
-    http::{
-        header::{self, HttpDate},
-        Method, StatusCode,
-    },
+    body::BodySize,
+    http::{header, StatusCode},
     rt::time::sleep,
-    test::{call_service, init_service, read_body, TestRequest},
+    test::{call_service, init_service, read_body},
     web::{self, Bytes},
-    App, HttpRequest, HttpResponse, Route,
+    App, HttpResponse, Route,
 };
-use common::{header, Calls};
-use sha2::{Digest, Sha256};
+use common::{
+    body_size, cached_route, counted_get, etag_of, get, head, header, http_date, with_headers,
+    Calls,
+};
 
 const BODY: &str = "stored body";
 
-fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(Sha256::digest(body)))
-}
-
-fn http_date(t: SystemTime) -> String {
-    HttpDate::from(t).to_string()
-}
-
-fn get(path: &str) -> TestRequest {
-    TestRequest::get().uri(path)
-}
-
-fn body_size<B: MessageBody>(res: &ServiceResponse<B>) -> BodySize {
-    res.response().body().size()
-}
-
 /// A `GET` route that counts its calls and answers `200 BODY` with the given extra headers.
 fn counted(calls: &Calls, headers: &'static [(&'static str, &'static str)]) -> Route {
-    let calls = calls.clone();
-    web::get().to(move || {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            let mut res = HttpResponse::Ok();
-            for &(name, value) in headers {
-                res.append_header((name, value));
-            }
-            res.body(BODY)
-        }
-    })
+    counted_get(calls, headers, BODY)
 }
 
 /// A `GET` route that counts its calls and answers with the request's credentials echoed.
 fn echo_user(calls: &Calls, headers: &'static [(&'static str, &'static str)]) -> Route {
-    let calls = calls.clone();
-    web::get().to(move |req: HttpRequest| {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            let user = [header::AUTHORIZATION, header::COOKIE]
-                .iter()
-                .filter_map(|n| req.headers().get(n))
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect::<Vec<_>>()
-                .join("+");
-            let mut res = HttpResponse::Ok();
-            for &(name, value) in headers {
-                res.append_header((name, value));
-            }
-            res.body(format!("hello {user}"))
-        }
+    common::counted(web::get(), calls, move |req| {
+        let user = [header::AUTHORIZATION, header::COOKIE]
+            .iter()
+            .filter_map(|n| req.headers().get(n))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join("+");
+        with_headers(HttpResponse::Ok(), headers).body(format!("hello {user}"))
     })
 }
 
@@ -95,12 +57,11 @@ async fn second_get_is_a_hit_with_age_and_cache_status() {
     common::init_log();
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/hit", counted(&calls, &[("content-type", "text/plain")])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/hit",
+        counted(&calls, &[("content-type", "text/plain")])
+    );
 
     let first = call_service(&app, get("/hit").to_request()).await;
     assert_eq!(first.status(), StatusCode::OK);
@@ -162,12 +123,7 @@ async fn cache_status_can_be_renamed_or_turned_off() {
 async fn assert_not_stored(path: &str, headers: &'static [(&'static str, &'static str)]) {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route(path, counted(&calls, headers)),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), path, counted(&calls, headers));
     let res = get_n!(app, path, 2);
     assert_eq!(res.status(), StatusCode::OK);
     assert!(
@@ -210,12 +166,7 @@ async fn response_private_is_not_stored() {
 async fn assert_stale_at_once(path: &str, headers: &'static [(&'static str, &'static str)]) {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route(path, counted(&calls, headers)),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), path, counted(&calls, headers));
     for n in 1..=2 {
         let res = get_n!(app, path, 1);
         assert_eq!(res.status(), StatusCode::OK);
@@ -257,24 +208,12 @@ async fn expires_in_the_past_is_never_served_as_it_is() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
     let past = http_date(SystemTime::now() - Duration::from_secs(3600));
-    let route = {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let (calls, past) = (calls.clone(), past.clone());
-            async move {
-                calls.hit();
-                HttpResponse::Ok()
-                    .insert_header((header::EXPIRES, past))
-                    .body(BODY)
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/expired", route),
-    )
-    .await;
+    let route = common::counted(web::get(), &calls, move |_| {
+        HttpResponse::Ok()
+            .insert_header((header::EXPIRES, past.clone()))
+            .body(BODY)
+    });
+    let app = cached_route!(Cache::new(store.clone()), "/expired", route);
     let res = get_n!(app, "/expired", 2);
     assert_eq!(res.status(), StatusCode::OK);
     assert!(header(&res, "cache-status").contains("fwd=stale"));
@@ -292,25 +231,13 @@ async fn expires_in_the_past_with_an_older_date_is_never_served_as_it_is() {
         http_date(now - Duration::from_secs(7200)),
         http_date(now - Duration::from_secs(3600)),
     );
-    let route = {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let (calls, date, expires) = (calls.clone(), date.clone(), expires.clone());
-            async move {
-                calls.hit();
-                HttpResponse::Ok()
-                    .insert_header((header::DATE, date))
-                    .insert_header((header::EXPIRES, expires))
-                    .body(BODY)
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/expired-dated", route),
-    )
-    .await;
+    let route = common::counted(web::get(), &calls, move |_| {
+        HttpResponse::Ok()
+            .insert_header((header::DATE, date.clone()))
+            .insert_header((header::EXPIRES, expires.clone()))
+            .body(BODY)
+    });
+    let app = cached_route!(Cache::new(store.clone()), "/expired-dated", route);
     let res = get_n!(app, "/expired-dated", 2);
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
@@ -332,12 +259,11 @@ async fn invalid_expires_is_stale_at_once() {
 async fn request_no_store_is_not_stored() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/req-no-store", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/req-no-store",
+        counted(&calls, &[])
+    );
     let res = call_service(
         &app,
         get("/req-no-store")
@@ -362,12 +288,7 @@ async fn request_no_store_is_not_stored() {
 async fn request_with_authorization_is_not_stored_by_default() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/auth", echo_user(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/auth", echo_user(&calls, &[]));
     for user in ["Bearer alice", "Bearer bob"] {
         let res = call_service(
             &app,
@@ -388,12 +309,7 @@ async fn request_with_authorization_is_not_stored_by_default() {
 async fn request_with_cookie_is_not_stored_by_default() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/cookie", echo_user(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/cookie", echo_user(&calls, &[]));
     for user in ["id=alice", "id=bob"] {
         let res = call_service(
             &app,
@@ -412,12 +328,11 @@ async fn request_with_cookie_is_not_stored_by_default() {
 #[actix_web::test]
 async fn request_with_credentials_does_not_get_the_shared_entry() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/shared", echo_user(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/shared",
+        echo_user(&calls, &[])
+    );
     let res = get_n!(app, "/shared", 2);
     assert_eq!(read_body(res).await, "hello ".as_bytes());
     assert_eq!(calls.get(), 1);
@@ -447,12 +362,11 @@ async fn request_with_credentials_does_not_get_the_shared_entry() {
 #[actix_web::test]
 async fn visibility_public_stores_and_shares_requests_with_credentials() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).visibility(Visibility::Public))
-            .route("/public-policy", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).visibility(Visibility::Public),
+        "/public-policy",
+        counted(&calls, &[])
+    );
     for (name, value) in [
         (header::AUTHORIZATION, "Bearer alice"),
         (header::AUTHORIZATION, "Bearer bob"),
@@ -477,11 +391,11 @@ async fn visibility_public_stores_and_shares_requests_with_credentials() {
 #[actix_web::test]
 async fn response_public_is_stored_for_requests_with_credentials() {
     let calls = Calls::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/public-response",
-        counted(&calls, &[("cache-control", "public, max-age=60")]),
-    ))
-    .await;
+        counted(&calls, &[("cache-control", "public, max-age=60")])
+    );
     for user in ["Bearer alice", "Bearer bob"] {
         let res = call_service(
             &app,
@@ -501,15 +415,11 @@ async fn response_public_is_stored_for_requests_with_credentials() {
 async fn private_response_is_stored_per_user_with_cache_vary_authorization() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()).cache_vary(["authorization"]))
-            .route(
-                "/per-user",
-                echo_user(&calls, &[("cache-control", "private, max-age=60")]),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()).cache_vary(["authorization"]),
+        "/per-user",
+        echo_user(&calls, &[("cache-control", "private, max-age=60")])
+    );
     let request = |user: &str| {
         get("/per-user")
             .insert_header((header::AUTHORIZATION, user))
@@ -610,12 +520,11 @@ async fn visibility_private_marks_unbuffered_responses_private() {
 #[actix_web::test]
 async fn response_max_age_lowers_cache_expiry() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(600)))
-            .route("/short", counted(&calls, &[("cache-control", "max-age=1")])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(600)),
+        "/short",
+        counted(&calls, &[("cache-control", "max-age=1")])
+    );
     let res = get_n!(app, "/short", 2);
     assert_eq!(header(&res, "cache-control"), "max-age=1");
     assert_eq!(calls.get(), 1);
@@ -630,15 +539,11 @@ async fn response_max_age_lowers_cache_expiry() {
 #[actix_web::test]
 async fn cache_expiry_bounds_a_longer_response_max_age() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(1)))
-            .route(
-                "/long",
-                counted(&calls, &[("cache-control", "max-age=600")]),
-            ),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_expiry(Duration::from_secs(1)),
+        "/long",
+        counted(&calls, &[("cache-control", "max-age=600")])
+    );
     let res = get_n!(app, "/long", 2);
     assert_eq!(header(&res, "cache-control"), "max-age=600");
     assert_eq!(calls.get(), 1);
@@ -743,12 +648,7 @@ async fn handler_cache_control_is_never_changed() {
 async fn status_200_is_stored() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/ok", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/ok", counted(&calls, &[]));
     let res = get_n!(app, "/ok", 3);
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(calls.get(), 1);
@@ -760,22 +660,10 @@ async fn status_200_is_stored() {
 async fn status_500_is_not_stored() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let route = {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                HttpResponse::InternalServerError().body("boom")
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/boom", route),
-    )
-    .await;
+    let route = common::counted(web::get(), &calls, |_| {
+        HttpResponse::InternalServerError().body("boom")
+    });
+    let app = cached_route!(Cache::new(store.clone()), "/boom", route);
     let res = get_n!(app, "/boom", 2);
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!res.headers().contains_key(header::ETAG));
@@ -791,17 +679,12 @@ async fn status_404_is_stored_only_with_explicit_freshness() {
     let (plain, fresh) = (Calls::default(), Calls::default());
     let store = MemoryStore::new(100);
     let not_found = |calls: &Calls, max_age: bool| {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                let mut res = HttpResponse::NotFound();
-                if max_age {
-                    res.insert_header((header::CACHE_CONTROL, "max-age=60"));
-                }
-                res.body("not here")
+        common::counted(web::get(), calls, move |_| {
+            let mut res = HttpResponse::NotFound();
+            if max_age {
+                res.insert_header((header::CACHE_CONTROL, "max-age=60"));
             }
+            res.body("not here")
         })
     };
     let app = init_service(
@@ -829,12 +712,7 @@ async fn status_404_is_stored_only_with_explicit_freshness() {
 async fn unknown_route_stays_404_and_is_not_stored() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/known", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/known", counted(&calls, &[]));
     for _ in 0..2 {
         let res = get_n!(app, "/unknown", 1);
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
@@ -844,20 +722,15 @@ async fn unknown_route_stays_404_and_is_not_stored() {
     assert_eq!(calls.get(), 0);
 }
 
-fn head(path: &str) -> TestRequest {
-    TestRequest::default().method(Method::HEAD).uri(path)
-}
-
 // RFC 9110 §9.3.2, RFC 9111 §4: HEAD may be answered from the stored GET response.
 #[actix_web::test]
 async fn head_is_served_from_the_get_entry() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/head", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/head",
+        counted(&calls, &[])
+    );
     let res = get_n!(app, "/head", 1);
     let tag = header(&res, "etag");
     let res = call_service(&app, head("/head").to_request()).await;
@@ -872,12 +745,11 @@ async fn head_is_served_from_the_get_entry() {
 async fn head_miss_fills_the_get_entry() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/head-first", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/head-first",
+        counted(&calls, &[])
+    );
     let res = call_service(&app, head("/head-first").to_request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "etag"), etag_of(BODY.as_bytes()));
@@ -894,26 +766,14 @@ async fn head_miss_fills_the_get_entry() {
 async fn streaming_body_passes_through_unbuffered_without_etag() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let route = {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                let chunks = vec![
-                    Ok::<_, std::io::Error>(Bytes::from_static(b"chunk one, ")),
-                    Ok(Bytes::from_static(b"chunk two")),
-                ];
-                HttpResponse::Ok().streaming(futures_util::stream::iter(chunks))
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/stream", route),
-    )
-    .await;
+    let route = common::counted(web::get(), &calls, |_| {
+        let chunks = vec![
+            Ok::<_, std::io::Error>(Bytes::from_static(b"chunk one, ")),
+            Ok(Bytes::from_static(b"chunk two")),
+        ];
+        HttpResponse::Ok().streaming(futures_util::stream::iter(chunks))
+    });
+    let app = cached_route!(Cache::new(store.clone()), "/stream", route);
     for expected in [1, 2] {
         let res = get_n!(app, "/stream", 1);
         assert_eq!(res.status(), StatusCode::OK);
@@ -936,13 +796,8 @@ async fn body_over_max_body_size_passes_through_without_etag() {
     let (big, fits) = (Calls::default(), Calls::default());
     let store = MemoryStore::new(100);
     let sized = |calls: &Calls, len: usize| {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                HttpResponse::Ok().body(vec![b'x'; len])
-            }
+        common::counted(web::get(), calls, move |_| {
+            HttpResponse::Ok().body(vec![b'x'; len])
         })
     };
     let app = init_service(
@@ -974,12 +829,11 @@ async fn body_over_max_body_size_passes_through_without_etag() {
 #[actix_web::test]
 async fn etag_is_quoted_lowercase_hex_sha256_of_the_body() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/etag", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/etag",
+        counted(&calls, &[])
+    );
     let expected = etag_of(BODY.as_bytes());
     assert_eq!(expected.len(), 66);
     assert!(expected[1..65]
@@ -1025,12 +879,7 @@ async fn etag_is_added_to_responses_that_are_not_stored() {
 async fn memory_store_entry_bound_evicts_least_recently_used() {
     let calls = Calls::default();
     let store = MemoryStore::new(2);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/lru/{n}", counted(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/lru/{n}", counted(&calls, &[]));
     for path in ["/lru/a", "/lru/b", "/lru/c"] {
         get_n!(app, path, 1);
     }
@@ -1052,13 +901,8 @@ async fn memory_store_entry_bound_evicts_least_recently_used() {
 async fn memory_store_byte_budget_evicts() {
     let calls = Calls::default();
     let route = |calls: &Calls| {
-        let calls = calls.clone();
-        web::get().to(move || {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                HttpResponse::Ok().body(vec![b'y'; 1000])
-            }
+        common::counted(web::get(), calls, |_| {
+            HttpResponse::Ok().body(vec![b'y'; 1000])
         })
     };
     // One 1000-byte entry (plus key, headers and overhead) fits in 2000 bytes; two do not.
@@ -1098,11 +942,11 @@ async fn memory_store_byte_budget_evicts() {
 #[actix_web::test]
 async fn must_revalidate_response_to_a_request_with_cookie_is_not_shared() {
     let calls = Calls::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/must-revalidate-cookie",
-        echo_user(&calls, &[("cache-control", "must-revalidate")]),
-    ))
-    .await;
+        echo_user(&calls, &[("cache-control", "must-revalidate")])
+    );
     let res = call_service(
         &app,
         get("/must-revalidate-cookie")
@@ -1128,12 +972,11 @@ async fn must_revalidate_response_to_a_request_with_cookie_is_not_shared() {
 #[actix_web::test]
 async fn response_stored_per_user_is_sent_private() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_vary(["cookie"]))
-            .route("/per-user-cookie", echo_user(&calls, &[])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_vary(["cookie"]),
+        "/per-user-cookie",
+        echo_user(&calls, &[])
+    );
     let request = || {
         get("/per-user-cookie")
             .insert_header((header::COOKIE, "id=alice"))
@@ -1161,12 +1004,11 @@ async fn response_stored_per_user_is_sent_private() {
 async fn response_with_an_invalid_vary_member_is_not_stored_but_has_an_etag() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/vary-invalid", counted(&calls, &[("vary", "accept, a b")])),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()),
+        "/vary-invalid",
+        counted(&calls, &[("vary", "accept, a b")])
+    );
     for _ in 0..2 {
         let res = get_n!(app, "/vary-invalid", 1);
         assert_eq!(res.status(), StatusCode::OK);
@@ -1192,11 +1034,11 @@ async fn response_with_an_invalid_vary_member_is_not_stored_but_has_an_etag() {
 #[actix_web::test]
 async fn hit_age_includes_the_age_the_response_was_stored_with() {
     let calls = Calls::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/aged",
-        counted(&calls, &[("cache-control", "max-age=100"), ("age", "30")]),
-    ))
-    .await;
+        counted(&calls, &[("cache-control", "max-age=100"), ("age", "30")])
+    );
     let res = get_n!(app, "/aged", 2);
     assert!(header(&res, "cache-status").contains("hit"));
     assert_eq!(calls.get(), 1);
@@ -1208,14 +1050,14 @@ async fn hit_age_includes_the_age_the_response_was_stored_with() {
 #[actix_web::test]
 async fn fields_named_by_connection_are_not_stored() {
     let calls = Calls::default();
-    let app = init_service(App::new().wrap(Cache::new(MemoryStore::new(100))).route(
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
         "/connection-named",
         counted(
             &calls,
             &[("connection", "x-internal"), ("x-internal", "secret")],
-        ),
-    ))
-    .await;
+        )
+    );
     let miss = get_n!(app, "/connection-named", 1);
     assert_eq!(miss.status(), StatusCode::OK);
     let hit = get_n!(app, "/connection-named", 1);

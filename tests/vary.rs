@@ -8,37 +8,28 @@ use actix_web::{
     guard,
     http::{header, StatusCode},
     test::{call_service, init_service, read_body, TestRequest},
-    web, App, HttpRequest, HttpResponse, Route,
+    web, App, HttpResponse, Route,
 };
-use common::{header, Calls};
+use common::{cached_route, cached_service, counted, get, header, req_header, Calls};
 
 /// A `GET` route that counts its calls and echoes the request's Accept-Language, host and query.
 fn echo(calls: &Calls, vary: Option<&'static str>) -> Route {
-    let calls = calls.clone();
-    web::get().to(move |req: HttpRequest| {
-        let calls = calls.clone();
-        async move {
-            calls.hit();
-            let lang = match req.headers().get(header::ACCEPT_LANGUAGE) {
-                Some(v) => format!("[{}]", String::from_utf8_lossy(v.as_bytes())),
-                None => "none".to_owned(),
-            };
-            let body = format!(
-                "lang={lang} host={} query={}",
-                req.connection_info().host(),
-                req.query_string()
-            );
-            let mut res = HttpResponse::Ok();
-            if let Some(vary) = vary {
-                res.insert_header((header::VARY, vary));
-            }
-            res.body(body)
+    counted(web::get(), calls, move |req| {
+        let lang = match req.headers().get(header::ACCEPT_LANGUAGE) {
+            Some(v) => format!("[{}]", String::from_utf8_lossy(v.as_bytes())),
+            None => "none".to_owned(),
+        };
+        let body = format!(
+            "lang={lang} host={} query={}",
+            req.connection_info().host(),
+            req.query_string()
+        );
+        let mut res = HttpResponse::Ok();
+        if let Some(vary) = vary {
+            res.insert_header((header::VARY, vary));
         }
+        res.body(body)
     })
-}
-
-fn get(path: &str) -> TestRequest {
-    TestRequest::get().uri(path)
 }
 
 fn with_lang(path: &str, lang: Option<&str>) -> TestRequest {
@@ -54,12 +45,11 @@ async fn cache_vary_splits_the_key_and_adds_vary() {
     common::init_log();
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()).cache_vary(["accept-language"]))
-            .route("/cv", echo(&calls, None)),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(store.clone()).cache_vary(["accept-language"]),
+        "/cv",
+        echo(&calls, None)
+    );
     for (lang, expected_calls, hit) in [
         ("en", 1, false),
         ("en", 1, true),
@@ -84,29 +74,16 @@ async fn cache_vary_splits_the_key_and_adds_vary() {
 #[actix_web::test]
 async fn cache_vary_is_added_to_the_handler_vary() {
     let calls = Calls::default();
-    let route = {
-        let calls = calls.clone();
-        web::get().to(move |req: HttpRequest| {
-            let calls = calls.clone();
-            async move {
-                calls.hit();
-                let accept = req
-                    .headers()
-                    .get(header::ACCEPT)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                HttpResponse::Ok()
-                    .insert_header((header::VARY, "Accept"))
-                    .body(accept)
-            }
-        })
-    };
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)).cache_vary(["accept-language"]))
-            .route("/cv-merge", route),
-    )
-    .await;
+    let route = counted(web::get(), &calls, |req| {
+        HttpResponse::Ok()
+            .insert_header((header::VARY, "Accept"))
+            .body(req_header(req, header::ACCEPT))
+    });
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)).cache_vary(["accept-language"]),
+        "/cv-merge",
+        route
+    );
     let request = |accept: &str, lang: &str| {
         get("/cv-merge")
             .insert_header((header::ACCEPT, accept))
@@ -141,12 +118,11 @@ async fn cache_vary_is_added_to_the_handler_vary() {
 #[actix_web::test]
 async fn response_vary_splits_entries_without_cache_vary() {
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .route("/rv", echo(&calls, Some("Accept-Language"))),
-    )
-    .await;
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/rv",
+        echo(&calls, Some("Accept-Language"))
+    );
 
     let res = call_service(&app, with_lang("/rv", Some("en")).to_request()).await;
     let status = header(&res, "cache-status");
@@ -223,12 +199,7 @@ async fn absent_and_empty_header_values_are_different_keys() {
 async fn query_string_is_part_of_the_key() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/a", echo(&calls, None)),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/a", echo(&calls, None));
     for (uri, expected_calls) in [
         ("/a?x=1", 1),
         ("/a?x=2", 2),
@@ -255,12 +226,7 @@ async fn query_string_is_part_of_the_key() {
 async fn host_is_part_of_the_key() {
     let calls = Calls::default();
     let store = MemoryStore::new(100);
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store.clone()))
-            .route("/h", echo(&calls, None)),
-    )
-    .await;
+    let app = cached_route!(Cache::new(store.clone()), "/h", echo(&calls, None));
     for (host, expected_calls) in [
         ("a.example", 1),
         ("b.example", 2),
@@ -289,20 +255,12 @@ async fn host_is_part_of_the_key() {
 async fn forwarded_headers_cannot_store_a_response_under_another_origin() {
     let (staging, www, scheme) = (Calls::default(), Calls::default(), Calls::default());
     let page = |calls: &Calls, text: &'static str| {
-        let calls = calls.clone();
-        web::get().to(move || {
-            calls.hit();
-            async move { HttpResponse::Ok().body(text) }
-        })
+        counted(web::get(), calls, move |_| HttpResponse::Ok().body(text))
     };
-    let echo_scheme = {
-        let scheme = scheme.clone();
-        web::get().to(move |req: HttpRequest| {
-            scheme.hit();
-            let text = req.connection_info().scheme().to_owned();
-            async move { HttpResponse::Ok().body(text) }
-        })
-    };
+    let echo_scheme = counted(web::get(), &scheme, |req| {
+        let text = req.connection_info().scheme().to_owned();
+        HttpResponse::Ok().body(text)
+    });
     let app = init_service(
         App::new()
             .wrap(Cache::new(MemoryStore::new(100)))
@@ -369,21 +327,15 @@ async fn forwarded_headers_cannot_store_a_response_under_another_origin() {
 #[actix_web::test]
 async fn http2_authority_and_host_header_cannot_poison_each_other() {
     use actix_web::http::Version;
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(MemoryStore::new(100)))
-            .service(
-                web::scope("")
-                    .guard(guard::Host("staging.example"))
-                    .route("/h2", web::get().to(|| async { "staging page" })),
-            )
-            .service(
-                web::scope("")
-                    .guard(guard::Host("www.example"))
-                    .route("/h2", web::get().to(|| async { "www page" })),
-            ),
-    )
-    .await;
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::scope("")
+            .guard(guard::Host("staging.example"))
+            .route("/h2", web::get().to(|| async { "staging page" })),
+        web::scope("")
+            .guard(guard::Host("www.example"))
+            .route("/h2", web::get().to(|| async { "www page" }))
+    );
     // HTTP/2: routed to www by the authority, while the Host header says staging.
     let res = call_service(
         &app,
@@ -398,8 +350,7 @@ async fn http2_authority_and_host_header_cannot_poison_each_other() {
     // HTTP/1.1 to staging.
     let res = call_service(
         &app,
-        TestRequest::get()
-            .uri("/h2")
+        get("/h2")
             .insert_header((header::HOST, "staging.example"))
             .to_request(),
     )

@@ -2,6 +2,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod acceptance;
+pub mod app;
+
+#[allow(unused_imports)]
+pub use app::*;
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
