@@ -1,5 +1,5 @@
-//! A store written by the user: a `HashMap` behind a mutex, indexed by resource so that a write
-//! can drop every stored variant of what it changed.
+//! A store written by the user: a `HashMap` behind a mutex, which a write can ask to drop
+//! every stored entry of what it changed.
 //!
 //! ```sh
 //! cargo run --example custom_store
@@ -8,22 +8,20 @@
 //! curl -i -X PUT -d 'new text' http://127.0.0.1:8080/note  # collects the stored entries
 //! ```
 //!
-//! A store needs only [`CacheStore`] (get, set, remove). Implementing [`CollectableStore`] as
-//! well, and returning `Some(self)` from `as_collectable`, lets a successful `PUT`, `PATCH`,
-//! `DELETE` or `POST` drop every `Vary` variant of the resource at once.
+//! A store implements two traits: [`CacheStore`] (get, set, remove) for storage, and
+//! [`CollectableStore`], which [`Cache::new`] requires: `collect` drops every stored entry of a
+//! resource after a successful `PUT`, `PATCH`, `DELETE` or `POST` (every alias of its path,
+//! every `Vary` variant), and `coordination` says whether several servers share the store.
+//! This one scans its own keys to collect: simple, and fast enough for a small store; a big one
+//! would index its keys by `CacheKey::resource()`.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::SystemTime,
-};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use actix_response_cache::{
-    Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, ResourceKey,
+    Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, Coordination,
     StoreError,
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
-use futures_util::future::LocalBoxFuture;
 use parking_lot::Mutex;
 
 /// An unbounded in-process store. `Clone` shares one map, so every worker (and several
@@ -31,33 +29,13 @@ use parking_lot::Mutex;
 /// expiry and on writes collecting what they made stale.
 #[derive(Clone, Default)]
 pub struct HashMapStore {
-    inner: Arc<Mutex<Maps>>,
-}
-
-#[derive(Default)]
-struct Maps {
-    entries: HashMap<CacheKey, CacheEntry>,
-    /// Every key stored per resource, so that `collect` looks at that resource's keys only.
-    by_resource: HashMap<ResourceKey, HashSet<CacheKey>>,
-}
-
-impl Maps {
-    fn remove(&mut self, key: &CacheKey) {
-        if self.entries.remove(key).is_some() {
-            if let Some(keys) = self.by_resource.get_mut(key.resource()) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_resource.remove(key.resource());
-                }
-            }
-        }
-    }
+    entries: Arc<Mutex<HashMap<CacheKey, CacheEntry>>>,
 }
 
 impl HashMapStore {
     /// How many entries the store holds (expired ones not yet read included).
     pub fn len(&self) -> usize {
-        self.inner.lock().entries.len()
+        self.entries.lock().len()
     }
 
     /// Whether the store holds nothing.
@@ -68,11 +46,11 @@ impl HashMapStore {
 
 impl CacheStore for HashMapStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
-        let mut maps = self.inner.lock();
-        match maps.entries.get(key) {
+        let mut entries = self.entries.lock();
+        match entries.get(key) {
             // The contract: never hand back an expired entry. Drop it while we hold the lock.
             Some(entry) if entry.is_expired(SystemTime::now()) => {
-                maps.remove(key);
+                entries.remove(key);
                 Ok(None)
             }
             // A clone is a reference-count increment, not a copy of the body.
@@ -82,45 +60,29 @@ impl CacheStore for HashMapStore {
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
-        let mut maps = self.inner.lock();
-        maps.entries.insert(key.clone(), entry);
-        maps.by_resource
-            .entry(key.resource().clone())
-            .or_default()
-            .insert(key.clone());
+        self.entries.lock().insert(key.clone(), entry);
         Ok(())
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        self.inner.lock().remove(key);
+        self.entries.lock().remove(key);
         Ok(())
-    }
-
-    // Without this line the middleware cannot see the `CollectableStore` impl below (Rust has
-    // no specialization) and would fall back to removing single keys.
-    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-        Some(self)
     }
 }
 
 impl CollectableStore for HashMapStore {
-    fn collect<'a>(
-        &'a self,
-        target: &'a CollectTarget,
-    ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
-        // All the work is synchronous, so do it now and return a ready future: the lock is never
-        // held across an `.await`.
-        let mut maps = self.inner.lock();
-        let doomed: Vec<CacheKey> = maps
-            .by_resource
-            .get(target.resource())
-            .map(|keys| keys.iter().filter(|k| target.matches(k)).cloned().collect())
-            .unwrap_or_default();
-        for key in &doomed {
-            maps.remove(key);
-        }
-        let dropped = doomed.len();
-        Box::pin(async move { Ok(dropped) })
+    async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
+        // `matches` compares the key's resource group (every alias of the path) and query.
+        let mut entries = self.entries.lock();
+        let before = entries.len();
+        entries.retain(|key, _| !target.matches(key));
+        Ok(before - entries.len())
+    }
+
+    fn coordination(&self) -> Coordination<'_> {
+        // One process: the middleware's own race guard and write lock are enough. A store that
+        // several servers share returns `Coordination::Shared` with its `Coordinate` impl.
+        Coordination::InProcess
     }
 }
 

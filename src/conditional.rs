@@ -8,6 +8,7 @@ use actix_web::{
         header::{self, HeaderMap, HttpDate},
         Method, StatusCode,
     },
+    web::Bytes,
     HttpResponse,
 };
 
@@ -46,7 +47,7 @@ pub(crate) enum Preconditions {
 
 /// Whether the request carries any precondition header this module evaluates.
 pub(crate) fn has_preconditions(headers: &HeaderMap) -> bool {
-    crate::key::RequestFlags::of(headers).preconditions
+    crate::request::RequestFlags::of(headers).preconditions
 }
 
 /// Evaluates preconditions in the order of RFC 9110 §13.2.2.
@@ -204,9 +205,11 @@ pub(crate) fn not_modified<'h>(
     res.map_into_boxed_body()
 }
 
-/// Builds a `412 Precondition Failed` with an empty body.
+/// Builds a `412 Precondition Failed` with an empty body of known length: it carries
+/// `Content-Length: 0`, so a keep-alive client does not wait for the connection to close (only
+/// a `304` has no body at all).
 pub(crate) fn precondition_failed() -> HttpResponse<BoxBody> {
-    HttpResponse::with_body(StatusCode::PRECONDITION_FAILED, NoBody::new()).map_into_boxed_body()
+    HttpResponse::with_body(StatusCode::PRECONDITION_FAILED, Bytes::new()).map_into_boxed_body()
 }
 
 #[cfg(test)]

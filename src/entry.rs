@@ -286,6 +286,15 @@ impl CacheEntry {
         now >= self.inner.expires_at
     }
 
+    /// Whether the entry may be reused as it is at `now`: a stored response while fresh, a
+    /// marker until it expires.
+    pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
+        match &self.inner.kind {
+            EntryKind::Response(r) => r.is_fresh(now) && !self.is_expired(now),
+            _ => !self.is_expired(now),
+        }
+    }
+
     /// The bytes this entry holds: body, header names and values, plus a fixed overhead.
     /// Byte budgets count this (and the key).
     ///

@@ -22,7 +22,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::ResourceKey;
+use crate::ResourceGroup;
 
 /// Slots in the write table: 16 Ki epochs, 128 KiB of zeroed static memory.
 const SLOTS: usize = 16 * 1024;
@@ -32,8 +32,9 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// The epoch of the last write of every resource whose fingerprint falls in the slot.
 static LAST_WRITE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 
-/// The slot of `table` for a key hash or fingerprint: hashes, whose low bits are as good as
-/// any.
+/// The slot of `table` for a key hash or fingerprint: seeded hashes
+/// ([`crate::key::seeded_hash`], [`ResourceGroup::fingerprint`]), so a client cannot aim its
+/// requests at another key's slot.
 fn slot(table: &'static [AtomicU64; SLOTS], key: u64) -> &'static AtomicU64 {
     &table[(key as usize) & (SLOTS - 1)]
 }
@@ -43,16 +44,32 @@ pub(crate) fn epoch() -> u64 {
     EPOCH.load(Ordering::SeqCst)
 }
 
-/// Records a completed write of the resource with this fingerprint
-/// ([`ResourceKey::fingerprint`]). Call before collecting its entries.
+/// Records a completed write of the group with this fingerprint
+/// ([`ResourceGroup::fingerprint`]). Call before collecting its entries.
 pub(crate) fn record_write(key: u64) {
     let epoch = EPOCH.fetch_add(1, Ordering::SeqCst) + 1;
     slot(&LAST_WRITE, key).fetch_max(epoch, Ordering::SeqCst);
 }
 
 /// Whether `resource` may have been written since `epoch`.
-pub(crate) fn written_since(resource: &ResourceKey, epoch: u64) -> bool {
+pub(crate) fn written_since(resource: &ResourceGroup, epoch: u64) -> bool {
     slot(&LAST_WRITE, resource.fingerprint()).load(Ordering::SeqCst) > epoch
+}
+
+/// A value unique enough across processes and restarts that two servers sharing a store do
+/// not pick the same one by chance: variant generations and lock tokens.
+pub(crate) fn unique_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 /// Conditional writes of one resource run one at a time in this process, so that two writes

@@ -1,167 +1,175 @@
-//! Cache keys: which stored response may answer which request.
+//! Cache keys: which stored response may answer which request. This file is the only writer of
+//! key bytes.
 //!
 //! A key is exact: it is the byte-for-byte concatenation of everything that selects a response
-//! (method class, host, path, query, and the request values of the varying headers), with
-//! separators that cannot occur inside those parts. No hash stands in for identity, so two
-//! different requests can never share an entry.
+//! (method class, origin, the router's path, the query string, and the request values of the
+//! varying headers), with separators that cannot occur inside those parts. No hash stands in
+//! for identity, so two different requests can never share an entry.
+//!
+//! Layout: `GET \n origin \n key-path \n query`, then for a `Vary` variant
+//! `\n \x01vary <generation> (\n name (\0 value)*)*`. Origin and key path hold no control bytes
+//! ([`crate::resource`] escapes them) and the HTTP parser rejects them in the query, so the
+//! layout is unambiguous.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    hash::BuildHasher,
+    sync::{Arc, OnceLock},
+};
 
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::{
+    http::header::{HeaderMap, HeaderName},
+    HttpRequest,
+};
 
-/// The resource a response belongs to: origin and path, without the query string.
+use crate::{origin, resource};
+
+/// The invalidation group of a resource: what one write makes stale.
 ///
-/// The origin is what the middleware derives from the request: scheme, the `Host` the router
-/// matched, and the forwarded host where a proxy header names another one
-/// (e.g. `https://example.com`). Tools may put any string there; only equality matters.
-///
-/// Stores index their entries by resource so that [`CollectableStore::collect`] can drop every
-/// variant of it (other `Vary` values, other query strings) after a write.
+/// It is the host the router matched (lowercase, without port or trailing dot) and the path as
+/// the `Path` extractor decodes it, so every alias of a resource (`/users/%31`, `/files/a%2Fb`,
+/// `/files/a/b`, an absolute-form request target) has the same group. Stores index their
+/// entries by group so that [`CollectableStore::collect`] drops every stored response of it
+/// (every alias, `Vary` value and, when asked, query string) after a write.
 ///
 /// [`CollectableStore::collect`]: crate::CollectableStore::collect
 ///
 /// ```
-/// use actix_response_cache::ResourceKey;
+/// use actix_response_cache::ResourceGroup;
 ///
-/// let resource = ResourceKey::new("example.com", "/users/1");
-/// assert_eq!(resource.origin(), "example.com");
-/// assert_eq!(resource.path(), "/users/1");
+/// let group = ResourceGroup::new("http://Example.com:8080", "/files/a%2Fb");
+/// assert_eq!(group.host(), "example.com");
+/// assert_eq!(group.path(), "/files/a/b");
+/// assert_eq!(group, ResourceGroup::new("example.com", "/files/a/b"));
 /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ResourceKey {
-    origin: Box<str>,
+pub struct ResourceGroup {
+    host: Box<str>,
     path: Box<str>,
 }
 
-impl ResourceKey {
-    /// Creates the key of the resource at `path` of `origin`.
+impl ResourceGroup {
+    /// The group of requests for `path` (as a request sends it, percent-encoded) at `origin` (a
+    /// host, or `scheme://host[:port]`).
     ///
     /// ```
-    /// # use actix_response_cache::ResourceKey;
-    /// let resource = ResourceKey::new("localhost:8080", "/");
-    /// assert_eq!(resource.path(), "/");
+    /// use actix_response_cache::ResourceGroup;
+    ///
+    /// assert_eq!(ResourceGroup::new("a.test", "/users/%31"), ResourceGroup::new("a.test", "/users/1"));
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn new(origin: impl Into<Box<str>>, path: impl Into<Box<str>>) -> Self {
+    pub fn new(origin: &str, path: &str) -> Self {
         Self {
-            origin: origin.into(),
+            host: resource::group_host(resource::host_of_origin(origin)).into(),
+            path: resource::group_path(path).into(),
+        }
+    }
+
+    /// A group from parts already in group form (as a store reads them back).
+    pub(crate) fn from_canonical(host: &str, path: &str) -> Self {
+        Self {
+            host: host.into(),
             path: path.into(),
         }
     }
 
-    /// The origin (scheme and host) of the resource.
+    /// The host, lowercase, without port or trailing dot.
     ///
     /// ```
-    /// # use actix_response_cache::ResourceKey;
-    /// assert_eq!(ResourceKey::new("https://a.test", "/x").origin(), "https://a.test");
+    /// # use actix_response_cache::ResourceGroup;
+    /// assert_eq!(ResourceGroup::new("https://A.test.:443", "/").host(), "a.test");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn origin(&self) -> &str {
-        &self.origin
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
-    /// The path, exactly as the request sent it (still percent-encoded).
+    /// The path as the `Path` extractor decodes it (control bytes as `%XX`).
     ///
     /// ```
-    /// # use actix_response_cache::ResourceKey;
-    /// assert_eq!(ResourceKey::new("a.test", "/a%20b").path(), "/a%20b");
+    /// # use actix_response_cache::ResourceGroup;
+    /// assert_eq!(ResourceGroup::new("a.test", "/a%20b").path(), "/a b");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// A hash of the resource, equal to [`fingerprint_of_key`] of any of its keys.
+    /// A process-local hash of the group, seeded at start-up: the slot of the race guard, the
+    /// write lock and the like. A client cannot aim a request at another's slot.
     pub(crate) fn fingerprint(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(5 + self.origin.len() + self.path.len());
-        bytes.extend_from_slice(b"GET\n");
-        bytes.extend_from_slice(self.origin.as_bytes());
+        seeded().hash_one((&*self.host, &*self.path))
+    }
+
+    /// A hash every server computes alike, for stores several servers share (Redis hash tags).
+    pub(crate) fn stable_fingerprint(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(2 + self.host.len() + self.path.len());
+        bytes.extend_from_slice(self.host.as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(self.path.as_bytes());
         word_hash(&bytes)
     }
+
+    /// The seeded hash a sharded in-process store picks a shard by; equal to
+    /// [`shard_hash_of_key`] of every key of the group.
+    pub(crate) fn shard_hash(&self) -> u64 {
+        seeded().hash_one(self.path.as_bytes())
+    }
 }
 
-/// A fast, non-cryptographic hash, eight bytes at a time (the FxHash step). It only picks
-/// shards and race-guard slots; a collision costs a skipped store, never a wrong answer.
+impl fmt::Debug for ResourceGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.host, self.path)
+    }
+}
+
+/// The process's hash seed, drawn once.
+fn seeded() -> &'static foldhash::fast::RandomState {
+    static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+    STATE.get_or_init(foldhash::fast::RandomState::default)
+}
+
+/// A seeded (process-local) hash of `bytes`, for the in-process tables keyed by request bytes.
+pub(crate) fn seeded_hash(bytes: &[u8]) -> u64 {
+    seeded().hash_one(bytes)
+}
+
+/// The shard hash of key bytes: [`ResourceGroup::shard_hash`] of the key's group, found from the
+/// bytes alone (the hit path has no owned key). It decodes the key path's `%25`, `%2F`, `%2B`
+/// only when the path holds a `%`.
+pub(crate) fn shard_hash_of_key(key: &[u8]) -> u64 {
+    let path = third_field(key);
+    match resource::group_path_of_key_path(path) {
+        Some(group) => seeded().hash_one(&group[..]),
+        None => seeded().hash_one(path),
+    }
+}
+
+/// The bytes between the second and the third `\n` (the key path).
+fn third_field(key: &[u8]) -> &[u8] {
+    let mut fields = key.splitn(4, |&b| b == b'\n');
+    fields.next();
+    fields.next();
+    fields.next().unwrap_or_default()
+}
+
+/// A fast, non-cryptographic hash every process computes alike, eight bytes at a time (the
+/// FxHash step). Only for stores several servers share, which must agree on it.
 pub(crate) fn word_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
     let mut h = 0;
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        h = hash_step(h, word(chunk));
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = step(h, u64::from_le_bytes(word));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        h = hash_step(h, word(rest));
-    }
-    hash_finish(h, bytes.len())
-}
-
-const HASH_K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-fn hash_step(h: u64, word: u64) -> u64 {
-    (h.rotate_left(5) ^ word).wrapping_mul(HASH_K)
-}
-
-fn hash_finish(h: u64, len: usize) -> u64 {
-    let h = hash_step(h, len as u64);
-    // Mix the high bits down: shards are picked by the low bits.
+    let h = step(h, bytes.len() as u64);
     h ^ (h >> 29)
 }
 
-/// Up to eight bytes as a little-endian word, zero-padded.
-fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(word)
-}
-
-/// The high bit of every byte of `word` that is `\n`, and no other bit (exact, unlike the
-/// shorter "has zero byte" trick, whose borrows can mark the bytes after a match).
-fn newline_mask(word: u64) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ 0x0a0a_0a0a_0a0a_0a0a;
-    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
-}
-
-/// The resource fingerprint of key bytes: [`word_hash`] of the part up to the third `\n`
-/// (method class, origin and path), so every variant and query string of a resource shares it.
-///
-/// It finds the end and hashes in one pass, eight bytes at a time: this runs on every lookup of
-/// a sharded [`MemoryStore`](crate::MemoryStore).
-pub(crate) fn fingerprint_of_key(key: &[u8]) -> u64 {
-    let mut h = 0;
-    let mut newlines = 0;
-    for (i, chunk) in key.chunks(8).enumerate() {
-        let word = word(chunk);
-        let mask = newline_mask(word);
-        let here = mask.count_ones();
-        if newlines + here >= 3 {
-            // Clear the newlines before the third one; its byte index ends the resource.
-            let mut m = mask;
-            for _ in 0..(2 - newlines) {
-                m &= m - 1;
-            }
-            let at = (m.trailing_zeros() / 8) as usize;
-            if at > 0 {
-                h = hash_step(h, word & (u64::MAX >> (64 - 8 * at)));
-            }
-            return hash_finish(h, i * 8 + at);
-        }
-        newlines += here;
-        h = hash_step(h, word);
-    }
-    hash_finish(h, key.len())
-}
-
-impl fmt::Debug for ResourceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.origin, self.path)
-    }
-}
-
-/// The exact key of one stored response.
+/// The exact key of one stored response, with the group it belongs to.
 ///
 /// Cloning is a reference-count increment. Equality and hashing use the full key bytes.
 ///
@@ -172,17 +180,20 @@ impl fmt::Debug for ResourceKey {
 /// let b = CacheKey::for_get("example.com", "/users/1", "page=2");
 /// assert_ne!(a, b);
 /// assert_eq!(b.query(), "page=2");
+/// // The router sees one path: one key.
+/// assert_eq!(a, CacheKey::for_get("example.com", "/users/%31", ""));
 /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
 /// ```
 #[derive(Clone)]
 pub struct CacheKey {
     bytes: Arc<[u8]>,
-    resource: Arc<ResourceKey>,
+    group: Arc<ResourceGroup>,
     query: Arc<str>,
 }
 
 impl CacheKey {
-    /// The key of a `GET` (or `HEAD`) of `path` and `query` at `origin`, varying on no header.
+    /// The key of a `GET` (or `HEAD`) of `path` and `query`, as a request sends them, at
+    /// `origin`, varying on no header.
     ///
     /// The middleware derives keys itself; this constructor is for store tests and tools.
     ///
@@ -193,34 +204,95 @@ impl CacheKey {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn for_get(origin: &str, path: &str, query: &str) -> Self {
-        KeyBuilder::new(origin, path, query).finish()
+        let mut bytes = Vec::with_capacity(8 + origin.len() + path.len() + query.len());
+        bytes.extend_from_slice(b"GET\n");
+        bytes.extend_from_slice(origin.as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&resource::key_path(path));
+        bytes.push(b'\n');
+        bytes.extend_from_slice(query.as_bytes());
+        Self {
+            bytes: bytes.into(),
+            group: Arc::new(ResourceGroup::new(origin, path)),
+            query: resource::group_query(query).into(),
+        }
     }
 
-    /// The resource (host and path) this key belongs to.
+    /// The primary key of a request as it reaches the cache.
+    pub(crate) fn of_request(req: &HttpRequest, forwarded: bool) -> Self {
+        let mut bytes = Vec::with_capacity(64);
+        write_primary(req, &mut bytes, forwarded);
+        let key_path = third_field(&bytes);
+        let group_path = match resource::group_path_of_key_path(key_path) {
+            Some(decoded) => String::from_utf8_lossy(&decoded).into_owned(),
+            None => String::from_utf8_lossy(key_path).into_owned(),
+        };
+        let group = ResourceGroup {
+            host: resource::group_host(origin::routing_host(req)).into(),
+            path: group_path.into(),
+        };
+        Self {
+            bytes: bytes.into(),
+            group: Arc::new(group),
+            query: resource::group_query(req.query_string()).into(),
+        }
+    }
+
+    /// Where a successful write leaves what it knows of the group and query it changed (the
+    /// entity tags it made stale): one key for every alias. Its key path is the group path with
+    /// `%` written as `%25`, so that [`shard_hash_of_key`] finds the group's shard.
+    pub(crate) fn write_marker(group: &Arc<ResourceGroup>, query: &Arc<str>) -> Self {
+        let mut bytes = Vec::with_capacity(32 + group.host.len() + group.path.len() + query.len());
+        bytes.extend_from_slice(b"GET\n\x02modified ");
+        bytes.extend_from_slice(group.host.as_bytes());
+        bytes.push(b'\n');
+        for &b in group.path.as_bytes() {
+            if b == b'%' {
+                bytes.extend_from_slice(b"%25");
+            } else {
+                bytes.push(b);
+            }
+        }
+        bytes.push(b'\n');
+        bytes.extend_from_slice(query.as_bytes());
+        Self {
+            bytes: bytes.into(),
+            group: Arc::clone(group),
+            query: Arc::clone(query),
+        }
+    }
+
+    /// The group this key belongs to.
     ///
     /// ```
     /// # use actix_response_cache::CacheKey;
-    /// let key = CacheKey::for_get("example.com", "/users", "a=1");
-    /// assert_eq!(key.resource().origin(), "example.com");
+    /// let key = CacheKey::for_get("http://example.com", "/users", "a=1");
+    /// assert_eq!(key.resource().host(), "example.com");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn resource(&self) -> &ResourceKey {
-        &self.resource
+    pub fn resource(&self) -> &ResourceGroup {
+        &self.group
     }
 
     /// The shared handle of [`resource`](Self::resource), for indexes that keep it.
-    pub(crate) fn resource_handle(&self) -> &Arc<ResourceKey> {
-        &self.resource
+    pub(crate) fn resource_handle(&self) -> &Arc<ResourceGroup> {
+        &self.group
     }
 
-    /// The query string of the request, without the `?`.
+    /// The query string in group form: decoded as a form, parameters sorted (see
+    /// [`ResourceGroup`]). Collection by query compares this.
     ///
     /// ```
     /// # use actix_response_cache::CacheKey;
-    /// assert_eq!(CacheKey::for_get("h", "/", "q=1").query(), "q=1");
+    /// assert_eq!(CacheKey::for_get("h", "/", "b=2&a=%31").query(), "a=1&b=2");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The shared handle of [`query`](Self::query).
+    pub(crate) fn query_handle(&self) -> &Arc<str> {
         &self.query
     }
 
@@ -249,7 +321,7 @@ impl CacheKey {
         push_variant(&mut bytes, names, generation, headers);
         CacheKey {
             bytes: bytes.into(),
-            resource: Arc::clone(&self.resource),
+            group: Arc::clone(&self.group),
             query: Arc::clone(&self.query),
         }
     }
@@ -281,83 +353,15 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// Builds the primary key of a request.
-pub(crate) struct KeyBuilder {
-    bytes: Vec<u8>,
-    resource: ResourceKey,
-    query: Arc<str>,
-}
-
-impl KeyBuilder {
-    /// Starts a key for the method class `GET` (which `HEAD` shares).
-    ///
-    /// Layout: `GET \n origin \n path \n query`. Origin, path and query cannot contain `\n`
-    /// (the HTTP parser rejects control bytes there), so the layout is unambiguous. Request
-    /// headers that select a response (`Vary`, `cache_vary`) are not part of this primary key:
-    /// they select a variant under the marker stored here ([`CacheKey::variant`]).
-    pub(crate) fn new(origin: &str, path: &str, query: &str) -> Self {
-        let mut bytes = Vec::with_capacity(8 + origin.len() + path.len() + query.len());
-        bytes.extend_from_slice(b"GET\n");
-        bytes.extend_from_slice(origin.as_bytes());
-        push_path_and_query(&mut bytes, path, query);
-        Self {
-            bytes,
-            resource: ResourceKey::new(origin, path),
-            query: query.into(),
-        }
-    }
-
-    pub(crate) fn finish(self) -> CacheKey {
-        CacheKey {
-            bytes: self.bytes.into(),
-            resource: Arc::new(self.resource),
-            query: self.query,
-        }
-    }
-}
-
-/// What the hit path needs to know of a request's headers, found in one pass over them.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct RequestFlags {
-    pub(crate) preconditions: bool,
-    pub(crate) authorization: bool,
-    pub(crate) cookie: bool,
-    pub(crate) forwarded: bool,
-    /// `Cache-Control` or `Pragma`: request directives to judge.
-    pub(crate) cache_control: bool,
-}
-
-impl RequestFlags {
-    pub(crate) fn of(headers: &HeaderMap) -> Self {
-        let mut flags = Self::default();
-        for name in headers.keys() {
-            match *name {
-                header::IF_MATCH
-                | header::IF_NONE_MATCH
-                | header::IF_MODIFIED_SINCE
-                | header::IF_UNMODIFIED_SINCE => flags.preconditions = true,
-                header::AUTHORIZATION => flags.authorization = true,
-                header::COOKIE => flags.cookie = true,
-                header::FORWARDED => flags.forwarded = true,
-                header::CACHE_CONTROL | header::PRAGMA => flags.cache_control = true,
-                _ => {
-                    let n = name.as_str();
-                    if n == "x-forwarded-host" || n == "x-forwarded-proto" {
-                        flags.forwarded = true;
-                    }
-                }
-            }
-        }
-        flags
-    }
-}
-
-/// Appends `\n path \n query` to a key that holds its method class and origin.
-pub(crate) fn push_path_and_query(bytes: &mut Vec<u8>, path: &str, query: &str) {
-    bytes.push(b'\n');
-    bytes.extend_from_slice(path.as_bytes());
-    bytes.push(b'\n');
-    bytes.extend_from_slice(query.as_bytes());
+/// Appends the request's primary key bytes to `buf`: method class, origin, the router's path
+/// (`match_info`, as the router matched it), and the query string as sent.
+pub(crate) fn write_primary(req: &HttpRequest, buf: &mut Vec<u8>, forwarded: bool) {
+    buf.extend_from_slice(b"GET\n");
+    origin::write_origin(req, buf, forwarded);
+    buf.push(b'\n');
+    resource::push_escaped(buf, req.match_info().as_str().as_bytes());
+    buf.push(b'\n');
+    buf.extend_from_slice(req.query_string().as_bytes());
 }
 
 /// Appends the variant part to a primary key: the marker's generation and the request values
@@ -370,14 +374,9 @@ pub(crate) fn push_variant(
 ) {
     bytes.extend_from_slice(b"\n\x01vary ");
     bytes.extend_from_slice(&generation.to_be_bytes());
-    push_header_values(bytes, names, headers);
-}
-
-/// Appends `\n name` and, for each line of that header, `\0 value`.
-///
-/// Header names cannot contain `\0` or `\n`, and actix rejects both in values, so an absent
-/// header (`name`), an empty one (`name\0`) and two lines (`name\0a\0b`) all differ.
-fn push_header_values(bytes: &mut Vec<u8>, names: &[HeaderName], headers: &HeaderMap) {
+    // `\n name` and, for each line of that header, `\0 value`. Header names cannot contain
+    // `\0` or `\n`, and actix rejects both in values, so an absent header (`name`), an empty one
+    // (`name\0`) and two lines (`name\0a\0b`) all differ.
     for name in names {
         bytes.push(b'\n');
         bytes.extend_from_slice(name.as_str().as_bytes());
@@ -404,7 +403,7 @@ mod tests {
     #[test]
     fn absent_empty_and_multiple_values_give_different_keys() {
         let names = [ACCEPT_LANGUAGE];
-        let key = |h: &HeaderMap| KeyBuilder::new("h", "/", "").finish().variant(&names, 1, h);
+        let key = |h: &HeaderMap| CacheKey::for_get("h", "/", "").variant(&names, 1, h);
         let keys = [
             key(&with(&[])),
             key(&with(&[""])),
@@ -420,54 +419,43 @@ mod tests {
     }
 
     #[test]
-    fn resource_fingerprint_matches_the_keys_fingerprint() {
+    fn the_shard_of_key_bytes_is_the_shard_of_the_group() {
         for (origin, path, query) in [
             ("http://a", "/x", ""),
             ("https://host:8080", "/a/b/c/d/e", "q=1"),
+            ("http://a", "/files/a%2Fb", ""),
+            ("http://a", "/p%2525/%2b", "x=1"),
+            ("http://a", "/a%0Ab", ""),
         ] {
             let key = CacheKey::for_get(origin, path, query);
             assert_eq!(
-                key.resource().fingerprint(),
-                fingerprint_of_key(key.as_bytes())
+                key.resource().shard_hash(),
+                shard_hash_of_key(key.as_bytes()),
+                "{path}"
+            );
+            let marker = CacheKey::write_marker(key.resource_handle(), key.query_handle());
+            assert_eq!(
+                marker.resource().shard_hash(),
+                shard_hash_of_key(marker.as_bytes()),
+                "marker of {path}"
+            );
+            let variant = key.variant(&[ACCEPT_LANGUAGE], 7, &with(&["de"]));
+            assert_eq!(
+                key.resource().shard_hash(),
+                shard_hash_of_key(variant.as_bytes())
             );
         }
     }
 
     #[test]
-    fn key_fingerprint_hashes_up_to_the_third_newline() {
-        // Every split of the newlines across the eight-byte words, against the plain rule.
-        let plain = |key: &[u8]| {
-            let mut seen = 0;
-            let end = key
-                .iter()
-                .position(|&b| {
-                    seen += usize::from(b == b'\n');
-                    seen == 3
-                })
-                .unwrap_or(key.len());
-            word_hash(&key[..end])
-        };
-        for origin_len in 0..20 {
-            for path_len in 0..20 {
-                let origin = "o".repeat(origin_len);
-                let path = "/".to_owned() + &"p".repeat(path_len);
-                for key in [
-                    format!("GET\n{origin}\n{path}\nq=1"),
-                    format!("GET\n{origin}\n{path}\n"),
-                    format!("GET\n{origin}\n{path}"),
-                ] {
-                    assert_eq!(
-                        fingerprint_of_key(key.as_bytes()),
-                        plain(key.as_bytes()),
-                        "{key:?}"
-                    );
-                }
-            }
-        }
-        assert_eq!(fingerprint_of_key(b""), word_hash(b""));
+    fn aliases_share_a_group_and_stay_apart_where_the_router_does() {
+        let plain = CacheKey::for_get("http://a", "/files/a/b", "");
+        let encoded = CacheKey::for_get("http://a", "/files/a%2Fb", "");
+        assert_ne!(plain, encoded);
+        assert_eq!(plain.resource(), encoded.resource());
         assert_eq!(
-            fingerprint_of_key(b"\xff\n\x8a\n\n\n"),
-            word_hash(b"\xff\n\x8a\n")
+            CacheKey::for_get("http://a", "/u/%31", ""),
+            CacheKey::for_get("http://a", "/u/1", "")
         );
     }
 

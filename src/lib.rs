@@ -42,23 +42,33 @@
 //!
 //! # A request's path through the cache
 //!
-//! - `GET`/`HEAD`: the key is the method class (`HEAD` shares the `GET` entry), the origin
-//!   (scheme, the `Host` the router matches, and a forwarded host where `Forwarded` /
-//!   `X-Forwarded-Host` names another, so a client cannot store one virtual host's page under
-//!   another), path, query string, and the request values of the headers named by
-//!   [`Cache::cache_vary`] and by the stored response's `Vary`. A fresh entry is served with `Age` (or turned into a `304`/`412`
-//!   when the request's preconditions say so). On a miss the handler runs (a `HEAD` miss runs as
-//!   `GET`); the response gets its `ETag`, is stored if it may be, and the preconditions are
-//!   evaluated against it, so a conditional request works even on a cold store.
+//! - **Identity.** Built once, from the request as it reaches the cache. The *key* (what may
+//!   be served for what) follows actix's router exactly: the method class (`HEAD` shares the
+//!   `GET` entry), the origin (scheme, the `Host` the router matches, and a forwarded host
+//!   where `Forwarded` / `X-Forwarded-Host` names another, so a client cannot store one virtual
+//!   host's page under another), the path as the router matches it (`/users/%31` is
+//!   `/users/1`; `%2F` stays apart from `/`), the query string as sent, and the request values
+//!   of the headers named by [`Cache::cache_vary`] and the stored response's `Vary`. The
+//!   *group* ([`ResourceGroup`], what one write makes stale) is coarser: the host without port,
+//!   the path as the `Path` extractor decodes it, the query as `Query` reads it (decoded,
+//!   parameters in any order). So two requests the router tells apart never share an entry,
+//!   and a write through any alias of a resource collects every alias.
+//! - `GET`/`HEAD`: a fresh entry is served with `Age` (or turned into a `304`/`412` when the
+//!   request's preconditions say so). On a miss the handler runs (a `HEAD` miss runs as `GET`);
+//!   the response gets its `ETag`, is stored if it may be (only under the key the lookup used,
+//!   and not when a middleware inside the cache changed the method, path or a keyed header on
+//!   the way in), and the preconditions are evaluated against it, so a conditional request
+//!   works even on a cold store.
 //! - `PUT`/`PATCH`/`DELETE`/`POST` and every other unsafe method (e.g. WebDAV's): the
 //!   preconditions are evaluated against the stored validators; a failure is a `412` and the
 //!   handler is not called. Conditional writes of one resource run one at a time within the
 //!   process, so two clients holding the same `ETag` cannot both pass. After a `2xx` or `3xx`, the
-//!   entries of the target URI (every `Vary` variant, `HEAD` included, and with
-//!   [`Cache::collect_query_variants`] every query string) are collected, as are same-origin URIs in
-//!   `Location` and `Content-Location` (RFC 9111 §4.4). A `PUT`, `PATCH`, `DELETE` or `POST`
-//!   also leaves a marker of the entity tags it made stale; an extension method, which may be
-//!   read-only (WebDAV's `PROPFIND`), only invalidates.
+//!   entries of the target's group (every alias, every `Vary` variant, `HEAD` included, and
+//!   with [`Cache::collect_query_variants`] every query string) are collected, as are the group
+//!   the handler was given (where a middleware inside rewrote the request) and same-origin URIs
+//!   in `Location` and `Content-Location` (RFC 9111 §4.4). A `PUT`, `PATCH`, `DELETE` or `POST`
+//!   also leaves a marker of the entity tags it made stale, for every alias; an extension
+//!   method, which may be read-only (WebDAV's `PROPFIND`), only invalidates.
 //! - `OPTIONS`, `TRACE` and `CONNECT` pass through untouched, without boxing.
 //!
 //! What is stored: `GET` responses with status 200, 203, 204, 300, 301 or 308 (404, 405, 410,
@@ -134,7 +144,10 @@
 //!   asks a server to ignore preconditions when the answer would not be `2xx`; a middleware
 //!   cannot know that before the handler runs. Wrap only the scopes whose writes should be judged
 //!   if that matters.
-//! - The cache judges writes only from what it has stored. Conditional writes of one resource
+//! - The cache judges writes only from what it has stored: the entry under the write's own key,
+//!   else the group's write marker (the tags the last write of any alias made stale). A stored
+//!   response of *another* alias is not looked up for the current validator.
+//!   Conditional writes of one resource
 //!   run one at a time within the process, and across servers with a store that can lock
 //!   (`RedisStore`); a store failure or a lock held past 5 s lets a write go on without it.
 //!   Handlers that must never lose an update should still check a version themselves.
@@ -145,8 +158,16 @@
 //! actix runs the middleware registered *last* first (outermost). Register `Cache` **before**
 //! (inside) middleware that changes the representation per request header, such as `Compress`,
 //! so that what is stored is the handler's representation and each client still gets its own
-//! encoding; register it **after** (outside) middleware that adds request headers the key must
-//! see.
+//! encoding. Register it **after** (outside) middleware that rewrites the request:
+//! `NormalizePath`, a method override, a middleware that sets a header the handler varies on
+//! (a tenant from an API key), so that the key is built from the request the handler gets.
+//!
+//! A `Cache` registered the other way round stays correct, only less useful: it builds the key
+//! from the request as it reaches the cache, stores only under that key, and does not store a
+//! response when the method, the origin, the path, the query or a header the key varies on
+//! changed on the way in (`Cache-Status: ...; detail=request-changed`); a write collects both
+//! the group it saw and the group the handler was given, and a read that a middleware inside
+//! turned into a write invalidates like a write.
 //!
 //! ```
 //! use actix_web::{middleware::{Compress, Logger}, App};
@@ -166,11 +187,24 @@
 //! `RedisStore`, behind the `redis` cargo feature, is one cache for several app servers: a write
 //! on any server collects the entries for all of them; `TieredStore` puts process memory in
 //! front of it, kept correct through Redis pub/sub.
-//! Any type that implements [`CacheStore`] is a store; implement [`CollectableStore`] too (and
-//! return `Some(self)` from [`CacheStore::as_collectable`]) so that a write drops every variant at
-//! once. A store that only implements [`CacheStore`] still works: the middleware removes the
-//! primary key itself and leaves a marker there that hides every `Vary` variant; entries under
-//! other query strings then age out by expiry.
+//! Any type that implements [`CacheStore`] (storage) and [`CollectableStore`] (dropping every
+//! entry of a [`ResourceGroup`] after a write, and saying how servers sharing it coordinate) is
+//! a store: [`Cache::new`] takes nothing less, so a store that cannot collect does not compile.
+//! Stores that several servers share implement [`Coordinate`] (a write generation, a
+//! conditional set, a resource lock with a token) and return [`Coordination::Shared`].
+//!
+//! ```compile_fail
+//! use actix_response_cache::{Cache, CacheEntry, CacheKey, CacheStore, StoreError};
+//!
+//! struct NoCollect;
+//! impl CacheStore for NoCollect {
+//!     async fn get(&self, _: &CacheKey) -> Result<Option<CacheEntry>, StoreError> { Ok(None) }
+//!     async fn set(&self, _: &CacheKey, _: CacheEntry) -> Result<(), StoreError> { Ok(()) }
+//!     async fn remove(&self, _: &CacheKey) -> Result<(), StoreError> { Ok(()) }
+//! }
+//! // error: `NoCollect` is not a `CollectableStore`: a write could not drop what it made stale.
+//! let cache = Cache::new(NoCollect);
+//! ```
 //!
 //! # The hit path
 //!
@@ -194,26 +228,32 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod conditional;
+mod directives;
 mod entry;
 mod etag;
+mod freshness;
 mod guard;
 mod key;
 mod middleware;
+mod origin;
 mod policy;
+mod request;
+mod resource;
 mod store;
 
 #[cfg(feature = "redis")]
 pub use crate::store::{RedisStore, TieredStore, DEFAULT_LOCAL_TTL, DEFAULT_REDIS_TIMEOUT};
 pub use crate::{
     entry::CacheEntry,
-    key::{CacheKey, ResourceKey},
+    key::{CacheKey, ResourceGroup},
     middleware::Cache,
     policy::{
         Visibility, DEFAULT_CACHE_STATUS_NAME, DEFAULT_COALESCE_WAIT, DEFAULT_EXPIRY,
         DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE, DEFAULT_STORE_TIMEOUT,
     },
     store::{
-        CacheStore, CollectTarget, CollectableStore, MemoryStore, StoreError, DEFAULT_MAX_BYTES,
+        CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, LockToken,
+        MemoryStore, StoreError, DEFAULT_MAX_BYTES,
     },
 };
 
@@ -258,7 +298,8 @@ pub mod __bench {
         }
     }
 
-    /// The primary key bytes of a request, then (when `vary` is not empty) its variant key.
+    /// The primary key bytes of a request, then (when `vary` is not empty) its variant key,
+    /// built as the hit path builds them; returns their length.
     pub fn key(
         origin: &str,
         path: &str,
@@ -269,7 +310,10 @@ pub mod __bench {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(b"GET\n");
         buf.extend_from_slice(origin.as_bytes());
-        crate::key::push_path_and_query(&mut buf, path, query);
+        buf.push(b'\n');
+        crate::resource::push_escaped(&mut buf, crate::resource::router_path(path).as_bytes());
+        buf.push(b'\n');
+        buf.extend_from_slice(query.as_bytes());
         if !vary.is_empty() {
             crate::key::push_variant(&mut buf, vary, 1, headers);
         }

@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_response_cache::{Cache, CacheEntry, CacheKey, CacheStore, MemoryStore, StoreError};
+use actix_response_cache::{
+    Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, Coordination,
+    MemoryStore, StoreError,
+};
 use actix_web::{
     http::{
         header::{self, HeaderValue},
@@ -36,6 +39,15 @@ impl CacheStore for FailingStore {
     }
 }
 
+impl CollectableStore for FailingStore {
+    async fn collect(&self, _: &CollectTarget) -> Result<usize, StoreError> {
+        Err(StoreError::unavailable("connection refused"))
+    }
+    fn coordination(&self) -> Coordination<'_> {
+        Coordination::InProcess
+    }
+}
+
 /// Every operation hangs forever.
 #[derive(Clone)]
 struct HangingStore;
@@ -52,6 +64,15 @@ impl CacheStore for HangingStore {
     }
 }
 
+impl CollectableStore for HangingStore {
+    async fn collect(&self, _: &CollectTarget) -> Result<usize, StoreError> {
+        pending().await
+    }
+    fn coordination(&self) -> Coordination<'_> {
+        Coordination::InProcess
+    }
+}
+
 /// Reads work (and always miss), writes fail.
 #[derive(Clone)]
 struct FailingSetStore;
@@ -65,6 +86,15 @@ impl CacheStore for FailingSetStore {
     }
     async fn remove(&self, _: &CacheKey) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+impl CollectableStore for FailingSetStore {
+    async fn collect(&self, _: &CollectTarget) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    fn coordination(&self) -> Coordination<'_> {
+        Coordination::InProcess
     }
 }
 

@@ -725,19 +725,18 @@ impl actix_response_cache::CacheStore for SlowFirstSet {
     ) -> Result<(), actix_response_cache::StoreError> {
         self.inner.remove(key).await
     }
-
-    fn as_collectable(&self) -> Option<&dyn actix_response_cache::CollectableStore> {
-        Some(self)
-    }
 }
 
 impl actix_response_cache::CollectableStore for SlowFirstSet {
-    fn collect<'a>(
-        &'a self,
-        target: &'a actix_response_cache::CollectTarget,
-    ) -> futures_util::future::LocalBoxFuture<'a, Result<usize, actix_response_cache::StoreError>>
-    {
-        self.inner.collect(target)
+    async fn collect(
+        &self,
+        target: &actix_response_cache::CollectTarget,
+    ) -> Result<usize, actix_response_cache::StoreError> {
+        self.inner.collect(target).await
+    }
+
+    fn coordination(&self) -> actix_response_cache::Coordination<'_> {
+        actix_response_cache::Coordination::InProcess
     }
 }
 
@@ -846,8 +845,7 @@ async fn extension_method_invalidates_and_is_checked() {
 /// The bytes of a variant key that select `Accept-Language: fr` (src/key.rs: `\n name \0 value`).
 const FRENCH_VARIANT: &[u8] = b"accept-language\0fr";
 
-/// A `MemoryStore` behind a store that implements only `CacheStore` (a write can then only
-/// remove the primary key), whose `get` of the `fr` variant is slow.
+/// A `MemoryStore` whose `get` of the `fr` variant is slow.
 #[derive(Clone)]
 struct SlowFrenchGet(MemoryStore);
 
@@ -882,13 +880,25 @@ impl actix_response_cache::CacheStore for SlowFrenchGet {
     }
 }
 
+impl actix_response_cache::CollectableStore for SlowFrenchGet {
+    async fn collect(
+        &self,
+        target: &actix_response_cache::CollectTarget,
+    ) -> Result<usize, actix_response_cache::StoreError> {
+        self.0.collect(target).await
+    }
+
+    fn coordination(&self) -> actix_response_cache::Coordination<'_> {
+        actix_response_cache::Coordination::InProcess
+    }
+}
+
 // Race guard (DESIGN "Race guard", src/guard.rs): a write that completes while a miss is still
 // looking up its variant stops that miss's store, which would otherwise write the old variant
 // marker back over the write's marker and make the variants stored before the write reachable.
 #[actix_web::test]
 async fn write_during_a_slow_variant_lookup_does_not_revive_old_variants() {
     let store = SlowFrenchGet(MemoryStore::new(100));
-    assert!(actix_response_cache::CacheStore::as_collectable(&store).is_none());
     let backend = Backend::new().vary_language();
     let app = app!(Cache::new(store.clone()), backend);
     let uri = "/race-lookup";

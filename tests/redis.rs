@@ -620,7 +620,9 @@ async fn a_write_over_an_expired_local_copy_still_collects_in_redis() {
         )
         .await
         .unwrap();
-    let gen_before = other.generation(key.resource()).await.unwrap();
+    let gen_before = actix_response_cache::Coordinate::generation(&other, key.resource())
+        .await
+        .unwrap();
 
     let app = init_service(App::new().wrap(Cache::new(t.clone())).route(
         "/w",
@@ -631,7 +633,9 @@ async fn a_write_over_an_expired_local_copy_still_collects_in_redis() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
     assert_ne!(
-        other.generation(key.resource()).await.unwrap(),
+        actix_response_cache::Coordinate::generation(&other, key.resource())
+            .await
+            .unwrap(),
         gen_before,
         "the write did not move the generation"
     );
@@ -748,7 +752,7 @@ async fn expired_members_leave_the_resource_index() {
     .unwrap();
     let client = redis::Client::open(server.url()).unwrap();
     let mut con = client.get_connection().unwrap();
-    let index: Vec<Vec<u8>> = redis::cmd("KEYS").arg("arc:*}r").query(&mut con).unwrap();
+    let index: Vec<Vec<u8>> = redis::cmd("KEYS").arg("arc:*}r*").query(&mut con).unwrap();
     let n: i64 = redis::cmd("ZCARD").arg(&index[0]).query(&mut con).unwrap();
     assert_eq!(n, 2, "the index kept expired members");
 }
@@ -758,7 +762,7 @@ async fn expired_members_leave_the_resource_index() {
 // called); it goes on when the lock is released, and releases its own when done.
 #[actix_web::test]
 async fn conditional_writes_wait_for_another_servers_lock() {
-    use actix_response_cache::{CacheKey, CacheStore};
+    use actix_response_cache::CacheKey;
 
     let server = RedisServer::start();
     let version = Arc::new(AtomicUsize::new(1));
@@ -778,10 +782,12 @@ async fn conditional_writes_wait_for_another_servers_lock() {
     let resource = CacheKey::for_get("http://localhost:8080", "/item", "")
         .resource()
         .clone();
-    assert!(other_server
-        .try_lock_resource(&resource, 42, Duration::from_secs(10))
+    use actix_response_cache::Coordinate;
+    let token = other_server
+        .try_lock(&resource, Duration::from_secs(10))
         .await
-        .unwrap());
+        .unwrap()
+        .expect("the other server takes the lock");
     let patch = call_service(
         &app,
         TestRequest::patch()
@@ -792,7 +798,7 @@ async fn conditional_writes_wait_for_another_servers_lock() {
     let other = async {
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let calls_while_held = calls.get();
-        other_server.unlock_resource(&resource, 42).await.unwrap();
+        other_server.unlock(&resource, token).await.unwrap();
         calls_while_held
     };
     let (res, calls_while_held) = futures_util::future::join(patch, other).await;
@@ -804,7 +810,8 @@ async fn conditional_writes_wait_for_another_servers_lock() {
     assert_eq!(calls.get(), 2);
     // Released after the write: the other server can take it at once.
     assert!(other_server
-        .try_lock_resource(&resource, 43, Duration::from_secs(10))
+        .try_lock(&resource, Duration::from_secs(10))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
 }

@@ -217,81 +217,90 @@ pub(crate) fn decode(bytes: &Bytes) -> Result<CacheEntry, DecodeError> {
     let stored_at = time(r.u64("stored_at")?);
     let expires_at = time(r.u64("expires_at")?);
     let kind = match kind {
-        RESPONSE => {
-            let status = StatusCode::from_u16(r.u16("status")?)
-                .map_err(|_| DecodeError::Corrupt("status"))?;
-            let fresh_until = time(r.u64("fresh_until")?);
-            let initial_age = Duration::from_nanos(r.u64("initial_age")?);
-            let flags = r.u8("flags")?;
-            let swr = Duration::from_millis(u64::from(r.u32("stale-while-revalidate")?));
-            let sie = Duration::from_millis(u64::from(r.u32("stale-if-error")?));
-            let count = r.u16("header count")?;
-            let mut headers = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                let name = HeaderName::from_bytes(r.short("header name")?)
-                    .map_err(|_| DecodeError::Corrupt("header name"))?;
-                let value = HeaderValue::from_bytes(r.long("header value")?)
-                    .map_err(|_| DecodeError::Corrupt("header value"))?;
-                headers.push((name, value));
-            }
-            let body = r.long_bytes("body")?;
-            let etag = headers
-                .iter()
-                .find(|(n, _)| n == header::ETAG)
-                .and_then(|(_, v)| StoredTag::parse(v));
-            let last_modified = headers
-                .iter()
-                .find(|(n, _)| n == header::LAST_MODIFIED)
-                .and_then(|(_, v)| http_date_value(v));
-            EntryKind::Response(StoredResponse {
-                status,
-                headers: headers.into_boxed_slice(),
-                body,
-                etag,
-                last_modified,
-                initial_age,
-                shareable_with_credentials: flags & 1 != 0,
-                fresh_until,
-                must_revalidate: flags & 2 != 0,
-                immutable: flags & 4 != 0,
-                stale_while_revalidate: swr,
-                stale_if_error: sie,
-            })
-        }
-        VARIANTS => {
-            let generation = r.u64("generation")?;
-            let count = r.u16("name count")?;
-            let mut names = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                names.push(
-                    HeaderName::from_bytes(r.short("vary name")?)
-                        .map_err(|_| DecodeError::Corrupt("vary name"))?,
-                );
-            }
-            EntryKind::Variants(VariantMarker {
-                names: names.into_boxed_slice(),
-                generation,
-            })
-        }
-        MODIFIED => {
-            let has_last_modified = r.u8("has last-modified")? != 0;
-            let last_modified = r.u64("last-modified")?;
-            let count = r.u16("tag count")?;
-            let mut superseded = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                superseded.push(Box::<[u8]>::from(r.short("tag")?));
-            }
-            EntryKind::Modified(ModifiedMarker {
-                superseded: superseded.into_boxed_slice(),
-                last_modified: has_last_modified.then(|| time(last_modified)),
-            })
-        }
+        RESPONSE => EntryKind::Response(decode_response(&mut r)?),
+        VARIANTS => decode_variants(&mut r)?,
+        MODIFIED => decode_modified(&mut r)?,
         _ => return Err(DecodeError::Corrupt("kind")),
     };
     if !r.bytes.is_empty() {
         return Err(DecodeError::Corrupt("trailing bytes"));
     }
     Ok(CacheEntry::from_parts(stored_at, expires_at, kind))
+}
+
+/// A stored response's fields, after the kind byte.
+fn decode_response(r: &mut Reader<'_>) -> Result<StoredResponse, DecodeError> {
+    let status =
+        StatusCode::from_u16(r.u16("status")?).map_err(|_| DecodeError::Corrupt("status"))?;
+    let fresh_until = time(r.u64("fresh_until")?);
+    let initial_age = Duration::from_nanos(r.u64("initial_age")?);
+    let flags = r.u8("flags")?;
+    let swr = Duration::from_millis(u64::from(r.u32("stale-while-revalidate")?));
+    let sie = Duration::from_millis(u64::from(r.u32("stale-if-error")?));
+    let count = r.u16("header count")?;
+    let mut headers = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let name = HeaderName::from_bytes(r.short("header name")?)
+            .map_err(|_| DecodeError::Corrupt("header name"))?;
+        let value = HeaderValue::from_bytes(r.long("header value")?)
+            .map_err(|_| DecodeError::Corrupt("header value"))?;
+        headers.push((name, value));
+    }
+    let body = r.long_bytes("body")?;
+    let etag = headers
+        .iter()
+        .find(|(n, _)| n == header::ETAG)
+        .and_then(|(_, v)| StoredTag::parse(v));
+    let last_modified = headers
+        .iter()
+        .find(|(n, _)| n == header::LAST_MODIFIED)
+        .and_then(|(_, v)| http_date_value(v));
+    Ok(StoredResponse {
+        status,
+        headers: headers.into_boxed_slice(),
+        body,
+        etag,
+        last_modified,
+        initial_age,
+        shareable_with_credentials: flags & 1 != 0,
+        fresh_until,
+        must_revalidate: flags & 2 != 0,
+        immutable: flags & 4 != 0,
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+    })
+}
+
+/// A variant marker's fields.
+fn decode_variants(r: &mut Reader<'_>) -> Result<EntryKind, DecodeError> {
+    let generation = r.u64("generation")?;
+    let count = r.u16("name count")?;
+    let mut names = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        names.push(
+            HeaderName::from_bytes(r.short("vary name")?)
+                .map_err(|_| DecodeError::Corrupt("vary name"))?,
+        );
+    }
+    Ok(EntryKind::Variants(VariantMarker {
+        names: names.into_boxed_slice(),
+        generation,
+    }))
+}
+
+/// A write marker's fields.
+fn decode_modified(r: &mut Reader<'_>) -> Result<EntryKind, DecodeError> {
+    let has_last_modified = r.u8("has last-modified")? != 0;
+    let last_modified = r.u64("last-modified")?;
+    let count = r.u16("tag count")?;
+    let mut superseded = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        superseded.push(Box::<[u8]>::from(r.short("tag")?));
+    }
+    Ok(EntryKind::Modified(ModifiedMarker {
+        superseded: superseded.into_boxed_slice(),
+        last_modified: has_last_modified.then(|| time(last_modified)),
+    }))
 }
 
 #[cfg(test)]

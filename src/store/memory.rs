@@ -2,12 +2,11 @@
 
 use std::{collections::HashMap, fmt, sync::Arc, time::SystemTime};
 
-use futures_util::future::LocalBoxFuture;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::{CacheStore, CollectTarget, CollectableStore, StoreError};
-use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
+use super::{CacheStore, CollectTarget, CollectableStore, Coordination, StoreError};
+use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 
 /// A bounded in-memory LRU store, shared by every worker of the process.
 ///
@@ -23,7 +22,8 @@ use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
 /// `Clone` shares one store, so several [`Cache`](crate::Cache)s (and every worker thread) can use
 /// the same one. A store of more than 1024 entries is split into up to 16 shards, each with its
 /// own lock and an equal part of both bounds (so LRU order is kept per shard); every entry of a
-/// resource lives in one shard. A lookup holds its shard's lock only for the hash probe and a
+/// resource's group (every alias, variant and query string) lives in one shard, picked by a hash
+/// seeded at start-up. A lookup holds its shard's lock only for the hash probe and a
 /// reference-count clone, and is answered without a future ([`CacheStore::get_now`]).
 ///
 /// ```
@@ -58,7 +58,7 @@ struct State {
     entries: LruCache<CacheKey, CacheEntry>,
     /// Every key stored per resource, so that `collect` never scans the whole cache. Most
     /// resources have one or two keys: a small vector beats a set.
-    by_resource: HashMap<Arc<ResourceKey>, Vec<CacheKey>>,
+    by_resource: HashMap<Arc<ResourceGroup>, Vec<CacheKey>>,
     bytes: usize,
     max_bytes: usize,
     max_entries: usize,
@@ -73,12 +73,15 @@ impl Shards {
     fn for_key(&self, key: &[u8]) -> &Mutex<State> {
         match &*self.shards {
             [only] => only,
-            _ => self.pick(fingerprint_of_key(key)),
+            _ => self.pick(shard_hash_of_key(key)),
         }
     }
 
-    fn for_resource(&self, resource: &ResourceKey) -> &Mutex<State> {
-        self.pick(resource.fingerprint())
+    fn for_resource(&self, resource: &ResourceGroup) -> &Mutex<State> {
+        match &*self.shards {
+            [only] => only,
+            _ => self.pick(resource.shard_hash()),
+        }
     }
 
     fn pick(&self, hash: u64) -> &Mutex<State> {
@@ -275,7 +278,7 @@ impl CacheStore for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
         Ok(self
             .inner
-            .for_key(key.as_bytes())
+            .for_resource(key.resource())
             .lock()
             .lookup(key.as_bytes()))
     }
@@ -287,32 +290,32 @@ impl CacheStore for MemoryStore {
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
-        self.inner.for_key(key.as_bytes()).lock().insert(key, entry);
+        self.inner
+            .for_resource(key.resource())
+            .lock()
+            .insert(key, entry);
         Ok(())
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        self.inner.for_key(key.as_bytes()).lock().remove(key);
+        self.inner.for_resource(key.resource()).lock().remove(key);
         Ok(())
-    }
-
-    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-        Some(self)
     }
 }
 
 impl CollectableStore for MemoryStore {
-    fn collect<'a>(
-        &'a self,
-        target: &'a CollectTarget,
-    ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
-        let n = self.collect_now(target);
-        Box::pin(async move { Ok(n) })
+    async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
+        Ok(self.collect_now(target))
+    }
+
+    fn coordination(&self) -> Coordination<'_> {
+        Coordination::InProcess
     }
 }
 
 impl MemoryStore {
-    fn collect_now(&self, target: &CollectTarget) -> usize {
+    /// [`collect`](CollectableStore::collect), synchronously.
+    pub(crate) fn collect_now(&self, target: &CollectTarget) -> usize {
         let mut state = self.inner.for_resource(target.resource()).lock();
         let doomed: Vec<CacheKey> = state
             .by_resource

@@ -1,19 +1,28 @@
 //! The storage traits and the stores this crate ships.
 //!
-//! A store keeps [`CacheEntry`] values under exact [`CacheKey`]s. [`CacheStore`] is all a store
-//! needs; [`CollectableStore`] adds [`collect`](CollectableStore::collect), which drops every entry
-//! of a resource after a successful write. A store that only implements [`CacheStore`] still
-//! works: the middleware then removes the entries it can name itself, and leaves a marker at the
-//! resource's primary key that hides every `Vary` variant; the rest ages out by expiry.
+//! A store keeps [`CacheEntry`] values under exact [`CacheKey`]s. Three traits, each about one
+//! thing:
+//!
+//! - [`CacheStore`]: storage (get, set, remove, and a synchronous `get_now` for in-process
+//!   stores).
+//! - [`CollectableStore`]: what [`Cache::new`](crate::Cache::new) requires on top of storage:
+//!   [`collect`](CollectableStore::collect), which drops every entry of a resource's group after
+//!   a successful write, and [`coordination`](CollectableStore::coordination), which says how
+//!   the servers sharing the store keep each other correct. A store that cannot collect does
+//!   not compile with `Cache::new`.
+//! - [`Coordinate`]: cross-server coordination (a write generation, a conditional set, a
+//!   resource lock with a token), provided whole by stores that several servers share.
 
 pub(crate) mod codec;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+mod redis_scripts;
+#[cfg(feature = "redis")]
 mod tiered;
 
-use std::{error::Error as StdError, fmt, future::Future};
+use std::{error::Error as StdError, fmt, future::Future, time::Duration};
 
 use futures_util::future::LocalBoxFuture;
 
@@ -22,7 +31,7 @@ pub use self::memory::{MemoryStore, DEFAULT_MAX_BYTES};
 pub use self::redis::{RedisStore, DEFAULT_REDIS_TIMEOUT};
 #[cfg(feature = "redis")]
 pub use self::tiered::{TieredStore, DEFAULT_LOCAL_TTL};
-use crate::{CacheEntry, CacheKey, ResourceKey};
+use crate::{CacheEntry, CacheKey, ResourceGroup};
 
 /// Why a store operation failed.
 ///
@@ -102,13 +111,12 @@ impl StdError for StoreError {
 /// [`get`](Self::get) on every `GET`/`HEAD`. A store must never return an entry under another
 /// key than the one it was set under.
 ///
-/// Implement [`CollectableStore`] as well, and return `Some(self)` from
-/// [`as_collectable`](Self::as_collectable), so that writes drop every stored variant of a
-/// resource at once.
+/// A store is used by [`Cache`](crate::Cache) once it also implements [`CollectableStore`]; see
+/// there for a whole example.
 ///
 /// ```
 /// use std::{cell::RefCell, collections::HashMap, rc::Rc};
-/// use actix_response_cache::{Cache, CacheEntry, CacheKey, CacheStore, StoreError};
+/// use actix_response_cache::{CacheEntry, CacheKey, CacheStore, StoreError};
 ///
 /// /// A per-worker store: each worker thread keeps its own map.
 /// #[derive(Clone, Default)]
@@ -127,14 +135,11 @@ impl StdError for StoreError {
 ///         Ok(())
 ///     }
 /// }
-///
-/// let app = actix_web::App::new().wrap(Cache::new(LocalStore::default()));
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
 /// ```
 pub trait CacheStore: 'static {
     /// Returns the entry stored under `key`, or `None`. Expired entries should not be returned.
-    fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CacheEntry>, StoreError>>
-    where
-        Self: Sized;
+    fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CacheEntry>, StoreError>>;
 
     /// Stores `entry` under `key`, replacing what was there, until
     /// [`entry.expires_at()`](CacheEntry::expires_at).
@@ -142,206 +147,84 @@ pub trait CacheStore: 'static {
         &self,
         key: &CacheKey,
         entry: CacheEntry,
-    ) -> impl Future<Output = Result<(), StoreError>>
-    where
-        Self: Sized;
+    ) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Removes the entry stored under `key`, if any.
-    fn remove(&self, key: &CacheKey) -> impl Future<Output = Result<(), StoreError>>
-    where
-        Self: Sized;
+    fn remove(&self, key: &CacheKey) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Answers a lookup at once, without a future, when the store can.
     ///
     /// `key` is the exact key, as [`CacheKey::as_bytes`] gives it. The default, `None`, means
     /// "ask [`get`](Self::get)". Unlike `get`, this may return an expired entry: the middleware
-    /// checks expiry itself, with the time it already read. An in-process store answers here, which lets the middleware serve
-    /// a hit without boxing a future or building an owned key; a networked store keeps the
-    /// default.
+    /// checks expiry itself, with the time it already read. An in-process store answers here,
+    /// which lets the middleware serve a hit without boxing a future or building an owned key; a
+    /// networked store keeps the default.
     fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
         let _ = key;
         None
     }
-
-    /// Returns this store as a [`CollectableStore`], if it is one.
-    ///
-    /// The default is `None`. A store that implements [`CollectableStore`] overrides this with
-    /// `Some(self)`; without that line the middleware cannot see the implementation (Rust has no
-    /// specialization) and falls back to removing single keys.
-    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-        None
-    }
-
-    /// Whether several processes (app servers) share this store. The middleware's race guard
-    /// is per process; for a shared store it also reads the resource's write
-    /// [`generation`](Self::generation) before a miss calls the handler, stores with
-    /// [`set_if_generation`](Self::set_if_generation), and collects after every successful
-    /// write, so that a `GET` in flight on one server during a write on another never stores
-    /// the old representation. Default `false`.
-    ///
-    /// ```
-    /// use actix_response_cache::{CacheStore, MemoryStore};
-    ///
-    /// assert!(!MemoryStore::new(10).shared_by_servers());
-    /// ```
-    fn shared_by_servers(&self) -> bool {
-        false
-    }
-
-    /// The write generation of `resource`: a number that every
-    /// [`collect`](CollectableStore::collect) of the resource changes. `None` (the default):
-    /// the store keeps none.
-    ///
-    /// ```
-    /// # actix_web::rt::System::new().block_on(async {
-    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
-    ///
-    /// let key = CacheKey::for_get("http://example.com", "/a", "");
-    /// assert_eq!(MemoryStore::new(10).generation(key.resource()).await.unwrap(), None);
-    /// # });
-    /// ```
-    fn generation(
-        &self,
-        resource: &ResourceKey,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>>
-    where
-        Self: Sized,
-    {
-        let _ = resource;
-        std::future::ready(Ok(None))
-    }
-
-    /// Takes the lock of `resource` with `token`, for at most `ttl`: `Ok(false)` when another
-    /// holder has it. For stores several servers share, so that conditional writes of one
-    /// resource run one at a time across servers. The default (a store of one process) always
-    /// succeeds: the middleware's own lock already serialises them.
-    ///
-    /// ```
-    /// # actix_web::rt::System::new().block_on(async {
-    /// use std::time::Duration;
-    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
-    ///
-    /// let key = CacheKey::for_get("http://example.com", "/a", "");
-    /// let store = MemoryStore::new(10);
-    /// assert!(store.try_lock_resource(key.resource(), 1, Duration::from_secs(1)).await.unwrap());
-    /// # });
-    /// ```
-    fn try_lock_resource(
-        &self,
-        resource: &ResourceKey,
-        token: u64,
-        ttl: std::time::Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>>
-    where
-        Self: Sized,
-    {
-        let _ = (resource, token, ttl);
-        std::future::ready(Ok(true))
-    }
-
-    /// Releases [`try_lock_resource`](Self::try_lock_resource)'s lock if `token` still holds it.
-    ///
-    /// ```
-    /// # actix_web::rt::System::new().block_on(async {
-    /// use actix_response_cache::{CacheKey, CacheStore, MemoryStore};
-    ///
-    /// let key = CacheKey::for_get("http://example.com", "/a", "");
-    /// MemoryStore::new(10).unlock_resource(key.resource(), 1).await.unwrap();
-    /// # });
-    /// ```
-    fn unlock_resource(
-        &self,
-        resource: &ResourceKey,
-        token: u64,
-    ) -> impl Future<Output = Result<(), StoreError>>
-    where
-        Self: Sized,
-    {
-        let _ = (resource, token);
-        std::future::ready(Ok(()))
-    }
-
-    /// Stores `entry` unless the generation of its resource is no longer `generation`;
-    /// returns whether it stored. The default ignores the generation and stores.
-    ///
-    /// ```
-    /// # actix_web::rt::System::new().block_on(async {
-    /// use std::time::Duration;
-    /// use actix_response_cache::{CacheEntry, CacheKey, CacheStore, MemoryStore};
-    ///
-    /// let store = MemoryStore::new(10);
-    /// let key = CacheKey::for_get("http://example.com", "/a", "");
-    /// let entry = CacheEntry::test_response(b"x", Duration::from_secs(60));
-    /// assert!(store.set_if_generation(&key, entry, 0).await.unwrap());
-    /// # });
-    /// ```
-    fn set_if_generation(
-        &self,
-        key: &CacheKey,
-        entry: CacheEntry,
-        generation: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>>
-    where
-        Self: Sized,
-    {
-        let _ = generation;
-        let set = self.set(key, entry);
-        async move { set.await.map(|()| true) }
-    }
 }
 
-/// Which entries a [`CollectableStore::collect`] call drops.
+/// Which entries a [`CollectableStore::collect`] call drops: the entries of one
+/// [`ResourceGroup`], with one query string (in group form, see [`CacheKey::query`]) or any.
 ///
 /// ```
-/// use actix_response_cache::{CacheKey, CollectTarget, ResourceKey};
+/// use actix_response_cache::{CacheKey, CollectTarget, ResourceGroup};
 ///
-/// let exact = CollectTarget::new(ResourceKey::new("h", "/users"), Some("page=1".into()));
+/// let exact = CollectTarget::new(ResourceGroup::new("h", "/users"), Some("page=1".into()));
 /// assert!(exact.matches(&CacheKey::for_get("h", "/users", "page=1")));
+/// assert!(exact.matches(&CacheKey::for_get("h", "/users", "page=%31")));
 /// assert!(!exact.matches(&CacheKey::for_get("h", "/users", "page=2")));
 ///
-/// let every_query = CollectTarget::new(ResourceKey::new("h", "/users"), None);
+/// let every_query = CollectTarget::new(ResourceGroup::new("h", "/users"), None);
 /// assert!(every_query.matches(&CacheKey::for_get("h", "/users", "page=2")));
 /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectTarget {
-    resource: ResourceKey,
+    resource: ResourceGroup,
     query: Option<Box<str>>,
 }
 
 impl CollectTarget {
-    /// Targets the entries of `resource` with exactly `query` (`Some("")` for no query), or with
-    /// any query string (`None`). Every `Vary` variant and `HEAD` (which shares the `GET` entry)
-    /// is included either way.
+    /// Targets the entries of `resource` with `query` (as a request sends it; `Some("")` for no
+    /// query), or with any query string (`None`). Every alias of the resource, every `Vary`
+    /// variant and `HEAD` (which shares the `GET` entry) are included either way.
     ///
     /// ```
-    /// # use actix_response_cache::{CollectTarget, ResourceKey};
-    /// let target = CollectTarget::new(ResourceKey::new("h", "/"), None);
+    /// # use actix_response_cache::{CollectTarget, ResourceGroup};
+    /// let target = CollectTarget::new(ResourceGroup::new("h", "/"), None);
     /// assert_eq!(target.query(), None);
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn new(resource: ResourceKey, query: Option<Box<str>>) -> Self {
+    pub fn new(resource: ResourceGroup, query: Option<Box<str>>) -> Self {
+        let query = query.map(|q| crate::resource::group_query(&q).into());
         Self { resource, query }
     }
 
-    /// The resource whose entries are dropped.
+    /// A target whose query is already in group form.
+    pub(crate) fn of_group(resource: ResourceGroup, query: Option<Box<str>>) -> Self {
+        Self { resource, query }
+    }
+
+    /// The group whose entries are dropped.
     ///
     /// ```
-    /// # use actix_response_cache::{CollectTarget, ResourceKey};
-    /// let target = CollectTarget::new(ResourceKey::new("h", "/a"), None);
+    /// # use actix_response_cache::{CollectTarget, ResourceGroup};
+    /// let target = CollectTarget::new(ResourceGroup::new("h", "/a"), None);
     /// assert_eq!(target.resource().path(), "/a");
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
-    pub fn resource(&self) -> &ResourceKey {
+    pub fn resource(&self) -> &ResourceGroup {
         &self.resource
     }
 
-    /// The query string whose entries are dropped; `None` means every query string.
+    /// The query string (in group form) whose entries are dropped; `None` means every query.
     ///
     /// ```
-    /// # use actix_response_cache::{CollectTarget, ResourceKey};
-    /// let target = CollectTarget::new(ResourceKey::new("h", "/a"), Some("x=1".into()));
-    /// assert_eq!(target.query(), Some("x=1"));
+    /// # use actix_response_cache::{CollectTarget, ResourceGroup};
+    /// let target = CollectTarget::new(ResourceGroup::new("h", "/a"), Some("y=2&x=1".into()));
+    /// assert_eq!(target.query(), Some("x=1&y=2"));
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn query(&self) -> Option<&str> {
@@ -351,9 +234,10 @@ impl CollectTarget {
     /// Whether the entry stored under `key` is one this target drops.
     ///
     /// ```
-    /// # use actix_response_cache::{CacheKey, CollectTarget, ResourceKey};
-    /// let target = CollectTarget::new(ResourceKey::new("h", "/a"), Some("".into()));
+    /// # use actix_response_cache::{CacheKey, CollectTarget, ResourceGroup};
+    /// let target = CollectTarget::new(ResourceGroup::new("h", "/a"), Some("".into()));
     /// assert!(target.matches(&CacheKey::for_get("h", "/a", "")));
+    /// assert!(target.matches(&CacheKey::for_get("http://h:8080", "/%61", "")));
     /// assert!(!target.matches(&CacheKey::for_get("h", "/b", "")));
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
@@ -362,20 +246,19 @@ impl CollectTarget {
     }
 }
 
-/// A store that can drop every entry of a resource at once.
+/// What [`Cache`](crate::Cache) needs of a store beyond storage: dropping every entry of a
+/// resource after a write, and saying how servers that share the store coordinate.
 ///
-/// The middleware calls [`collect`](Self::collect) after a successful (2xx or 3xx) `PUT`, `PATCH`,
-/// `DELETE` or `POST`, so that no stale variant of the resource survives the write. Stores index
-/// entries by [`CacheKey::resource`] to find them without scanning.
-///
-/// `collect` returns a boxed future because it runs only after writes, never on the hit path,
-/// and boxing keeps the trait usable as `dyn CollectableStore`.
+/// The middleware calls [`collect`](Self::collect) after a successful (2xx or 3xx) unsafe
+/// request, so that no stale entry of the resource survives the write, whichever alias of the
+/// resource the write or the reads named. A simple store collects by scanning its keys with
+/// [`CollectTarget::matches`]; a big one indexes its entries by [`CacheKey::resource`].
 ///
 /// ```
 /// use std::{cell::RefCell, collections::HashMap, rc::Rc};
-/// use futures_util::future::LocalBoxFuture;
 /// use actix_response_cache::{
-///     Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, StoreError,
+///     Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, CollectableStore, Coordination,
+///     StoreError,
 /// };
 ///
 /// #[derive(Clone, Default)]
@@ -393,19 +276,17 @@ impl CollectTarget {
 ///         self.0.borrow_mut().remove(key);
 ///         Ok(())
 ///     }
-///     fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-///         Some(self)
-///     }
 /// }
 ///
 /// impl CollectableStore for LocalStore {
-///     fn collect<'a>(&'a self, target: &'a CollectTarget) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
-///         Box::pin(async move {
-///             let mut map = self.0.borrow_mut();
-///             let before = map.len();
-///             map.retain(|key, _| !target.matches(key));
-///             Ok(before - map.len())
-///         })
+///     async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
+///         let mut map = self.0.borrow_mut();
+///         let before = map.len();
+///         map.retain(|key, _| !target.matches(key));
+///         Ok(before - map.len())
+///     }
+///     fn coordination(&self) -> Coordination<'_> {
+///         Coordination::InProcess // one process: the middleware's own guard is enough
 ///     }
 /// }
 ///
@@ -414,8 +295,118 @@ impl CollectTarget {
 pub trait CollectableStore: CacheStore {
     /// Drops every entry that `target` [matches](CollectTarget::matches) and returns how many
     /// were dropped.
-    fn collect<'a>(
+    fn collect(&self, target: &CollectTarget) -> impl Future<Output = Result<usize, StoreError>>;
+
+    /// How the servers that share this store keep each other correct. No default: a store says
+    /// whether it is one process's ([`Coordination::InProcess`]) or shared by several
+    /// ([`Coordination::Shared`] with its [`Coordinate`] implementation).
+    fn coordination(&self) -> Coordination<'_>;
+}
+
+/// How the servers that share a store keep each other correct
+/// ([`CollectableStore::coordination`]).
+///
+/// ```
+/// use actix_response_cache::{CollectableStore, Coordination, MemoryStore};
+///
+/// assert!(matches!(MemoryStore::new(10).coordination(), Coordination::InProcess));
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(MemoryStore::new(10)));
+/// ```
+#[non_exhaustive]
+pub enum Coordination<'a> {
+    /// The store belongs to one process. The middleware's own race guard and write lock, which
+    /// every worker of the process shares, are all the coordination there is.
+    InProcess,
+    /// Several servers share the store: the middleware also reads the resource's write
+    /// generation before a miss calls its handler and stores only if it is unchanged, and takes
+    /// the store's lock of the resource for a conditional write.
+    Shared(&'a dyn Coordinate),
+}
+
+/// A lock of a resource taken with [`Coordinate::try_lock`]; only this token releases it.
+///
+/// ```
+/// use actix_response_cache::LockToken;
+///
+/// assert_eq!(LockToken::new(7).value(), 7);
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LockToken(u64);
+
+impl LockToken {
+    /// A token with this value (a store mints them: unique enough that two servers never hold
+    /// the same one).
+    ///
+    /// ```
+    /// # use actix_response_cache::LockToken;
+    /// assert_ne!(LockToken::new(1), LockToken::new(2));
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn new(value: u64) -> Self {
+        Self(value)
+    }
+
+    /// The token's value.
+    ///
+    /// ```
+    /// # use actix_response_cache::LockToken;
+    /// assert_eq!(LockToken::new(3).value(), 3);
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// Cross-server coordination for a store that several app servers share, provided whole: a
+/// store that returns [`Coordination::Shared`] implements every method for real.
+///
+/// - [`generation`](Self::generation): a number that every
+///   [`collect`](CollectableStore::collect) of the group changes. A miss reads it before its
+///   handler runs and stores with [`set_if_generation`](Self::set_if_generation), so a `GET` in
+///   flight on one server during a write on another never stores the old representation.
+/// - [`try_lock`](Self::try_lock) / [`unlock`](Self::unlock): conditional writes of one
+///   resource run one at a time across servers.
+///
+/// The futures are boxed so that the trait can be used as `dyn Coordinate`; they run on misses
+/// and writes only, next to a network round trip.
+///
+/// ```no_run
+/// # #[cfg(feature = "redis")] {
+/// use actix_response_cache::{CollectableStore, Coordination, RedisStore};
+///
+/// let store = RedisStore::new("redis://127.0.0.1:6379");
+/// assert!(matches!(store.coordination(), Coordination::Shared(_)));
+/// # }
+/// ```
+pub trait Coordinate {
+    /// The write generation of `group`.
+    fn generation<'a>(
         &'a self,
-        target: &'a CollectTarget,
-    ) -> LocalBoxFuture<'a, Result<usize, StoreError>>;
+        group: &'a ResourceGroup,
+    ) -> LocalBoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Stores `entry` unless the generation of its group is no longer `generation`; returns
+    /// whether it stored.
+    fn set_if_generation<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        entry: CacheEntry,
+        generation: u64,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Takes the lock of `group` for at most `ttl`; `None` when another holder has it.
+    fn try_lock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<Option<LockToken>, StoreError>>;
+
+    /// Releases the lock of `group` if `token` still holds it.
+    fn unlock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        token: LockToken,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>>;
 }

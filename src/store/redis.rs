@@ -16,37 +16,53 @@ use redis::{
     RedisError, Script,
 };
 
-use super::{codec, CacheStore, CollectTarget, CollectableStore, StoreError};
-use crate::{key::fingerprint_of_key, CacheEntry, CacheKey, ResourceKey};
+use super::{
+    codec,
+    redis_scripts::{set_script, COLLECT, REMOVE, UNLOCK},
+    CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, LockToken, StoreError,
+};
+use crate::{CacheEntry, CacheKey, ResourceGroup};
 
-/// What a collection publishes: `<origin>\n<path>\n*` for every query string, or
-/// `<origin>\n<path>\n=<query>` for one.
+/// What a collection publishes: `<host>\n<path>\n*` for every query string, or
+/// `<host>\n<path>\n=<query>` for one (all in group form, which holds no `\n`).
 pub(crate) fn invalidation_message(target: &CollectTarget) -> String {
     let resource = target.resource();
     match target.query() {
-        Some(query) => format!("{}\n{}\n={query}", resource.origin(), resource.path()),
-        None => format!("{}\n{}\n*", resource.origin(), resource.path()),
+        Some(query) => format!("{}\n{}\n={query}", resource.host(), resource.path()),
+        None => format!("{}\n{}\n*", resource.host(), resource.path()),
     }
 }
 
 /// Reads [`invalidation_message`] back.
 pub(crate) fn parse_invalidation(message: &str) -> Option<CollectTarget> {
     let mut parts = message.splitn(3, '\n');
-    let (origin, path, query) = (parts.next()?, parts.next()?, parts.next()?);
+    let (host, path, query) = (parts.next()?, parts.next()?, parts.next()?);
     let query = match query {
         "*" => None,
         q => Some(q.strip_prefix('=')?.into()),
     };
-    Some(CollectTarget::new(ResourceKey::new(origin, path), query))
+    Some(CollectTarget::of_group(
+        ResourceGroup::from_canonical(host, path),
+        query,
+    ))
 }
 
-/// `GET\n<origin>\n<path>`: the start of every key of the resource.
-fn resource_bytes(resource: &ResourceKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + resource.origin().len() + resource.path().len());
-    out.extend_from_slice(b"GET\n");
-    out.extend_from_slice(resource.origin().as_bytes());
+/// `<host>\n<path>`: the group, as the names of its lock and generation keys end.
+fn resource_bytes(resource: &ResourceGroup) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + resource.host().len() + resource.path().len());
+    out.extend_from_slice(resource.host().as_bytes());
     out.push(b'\n');
     out.extend_from_slice(resource.path().as_bytes());
+    out
+}
+
+/// The index member of an entry: `<group query>\n<entry key>`, so that a collection by query
+/// finds its members by prefix.
+fn index_member(query: &str, entry_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(query.len() + 1 + entry_key.len());
+    out.extend_from_slice(query.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(entry_key);
     out
 }
 
@@ -65,72 +81,6 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long the store stops trying to connect after a failed connection: requests meanwhile
 /// are served uncached at once, instead of each waiting for a connection that will not come.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Redis' own clock in milliseconds, as the scripts read it (one clock for every server).
-const NOW: &str =
-    "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
-
-/// Adds the entry (KEYS[1]) to the resource's index (KEYS[2], a sorted set scored by expiry),
-/// drops the members that have expired, and keeps the index alive as long as its
-/// longest-lived member.
-const INDEX: &str = r"
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-return 1
-";
-
-/// Sets the entry (value ARGV[1], expiry ARGV[2] ms) and indexes it; unless ARGV[3] is a
-/// generation and the resource's write generation (KEYS[3]) is no longer it: a write on some
-/// server collected the resource since the miss began. An empty ARGV[3] sets unconditionally.
-fn set_script() -> String {
-    format!(
-        "{NOW}if ARGV[3] ~= '' and \
-         tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then\n  \
-         return 0\nend\nredis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}"
-    )
-}
-
-/// Moves the resource's write generation (KEYS[2]) on, and drops, in the same atomic step,
-/// every indexed entry of the resource whose key starts with ARGV[1]; with ARGV[2] = '1', only
-/// those whose query is exactly what ARGV[1] ends with (the key ends there, or goes on with a
-/// variant's `\n`). Members that have expired are dropped from the index too. Then publishes
-/// the collection on the invalidation channel (ARGV[3], message ARGV[4]), for local tiers
-/// ([`TieredStore`](super::TieredStore)). Returns how many entries existed.
-const COLLECT: &str = r"
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], 86400000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local p = ARGV[1]
-local n = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.sub(m, 1, #p) == p and
-     (ARGV[2] == '0' or #m == #p or string.sub(m, #p + 1, #p + 1) == '\n') then
-    n = n + redis.call('DEL', m)
-    redis.call('ZREM', KEYS[1], m)
-  end
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return n
-";
-
-/// Releases a resource's write lock (KEYS[1]) if the token ARGV[1] still holds it.
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Deletes one entry and its index membership.
-const REMOVE: &str = r"
-redis.call('ZREM', KEYS[2], KEYS[1])
-return redis.call('DEL', KEYS[1])
-";
 
 /// A [`CacheStore`] and [`CollectableStore`] on Redis, for several app servers that share one
 /// cache: a write on any server collects the entries for all of them, and every server serves
@@ -304,12 +254,16 @@ impl RedisStore {
         self.configure(|inner| inner.retry_after = wait)
     }
 
-    fn entry_key(&self, key: &[u8]) -> Vec<u8> {
-        self.tagged(fingerprint_of_key(key), b'e', key)
+    fn entry_key(&self, key: &CacheKey) -> Vec<u8> {
+        self.tagged(key.resource().stable_fingerprint(), b'e', key.as_bytes())
     }
 
-    fn index_key(&self, fingerprint: u64) -> Vec<u8> {
-        self.tagged(fingerprint, b'r', b"")
+    fn index_key(&self, resource: &ResourceGroup) -> Vec<u8> {
+        self.tagged(
+            resource.stable_fingerprint(),
+            b'r',
+            &resource_bytes(resource),
+        )
     }
 
     /// The channel collections are published on: `<prefix>invalidate`.
@@ -325,12 +279,20 @@ impl RedisStore {
         self.inner.retry_after
     }
 
-    fn lock_key(&self, resource: &ResourceKey) -> Vec<u8> {
-        self.tagged(resource.fingerprint(), b'l', &resource_bytes(resource))
+    fn lock_key(&self, resource: &ResourceGroup) -> Vec<u8> {
+        self.tagged(
+            resource.stable_fingerprint(),
+            b'l',
+            &resource_bytes(resource),
+        )
     }
 
-    fn generation_key(&self, resource: &ResourceKey) -> Vec<u8> {
-        self.tagged(resource.fingerprint(), b'g', &resource_bytes(resource))
+    fn generation_key(&self, resource: &ResourceGroup) -> Vec<u8> {
+        self.tagged(
+            resource.stable_fingerprint(),
+            b'g',
+            &resource_bytes(resource),
+        )
     }
 
     /// `<prefix>{<fingerprint>}<kind><rest>`: the braces make the fingerprint the hash tag.
@@ -415,7 +377,7 @@ impl RedisStore {
         }
     }
 
-    /// Sets an entry (unless its resource's generation moved past `generation`); `Ok(false)`
+    /// Sets an entry (unless its group's generation moved past `generation`); `Ok(false)`
     /// when it did not store.
     async fn store(
         &self,
@@ -431,8 +393,8 @@ impl RedisStore {
         if ttl_ms == 0 {
             return Ok(false);
         }
-        let entry_key = self.entry_key(key.as_bytes());
-        let index_key = self.index_key(key.resource().fingerprint());
+        let entry_key = self.entry_key(key);
+        let index_key = self.index_key(key.resource());
         let generation_key = self.generation_key(key.resource());
         let value = codec::encode(&entry);
         let generation = generation.map_or_else(String::new, |g| g.to_string());
@@ -442,7 +404,8 @@ impl RedisStore {
             .key(&generation_key)
             .arg(value)
             .arg(ttl_ms)
-            .arg(generation);
+            .arg(generation)
+            .arg(index_member(key.query(), &entry_key));
         let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
         Ok(stored == 1)
     }
@@ -473,7 +436,7 @@ impl RedisStore {
 
 impl CacheStore for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
-        let entry_key = self.entry_key(key.as_bytes());
+        let entry_key = self.entry_key(key);
         let mut con = self.connection().await?;
         let mut get = redis::cmd("GET");
         get.arg(&entry_key);
@@ -495,104 +458,103 @@ impl CacheStore for RedisStore {
         self.store(key, entry, None).await.map(drop)
     }
 
-    fn shared_by_servers(&self) -> bool {
-        true
-    }
-
-    async fn generation(&self, resource: &ResourceKey) -> Result<Option<u64>, StoreError> {
-        let generation_key = self.generation_key(resource);
-        let mut con = self.connection().await?;
-        let mut get = redis::cmd("GET");
-        get.arg(&generation_key);
-        let value: Option<u64> = self.timed(get.query_async(&mut con)).await?;
-        Ok(Some(value.unwrap_or(0)))
-    }
-
-    async fn set_if_generation(
-        &self,
-        key: &CacheKey,
-        entry: CacheEntry,
-        generation: u64,
-    ) -> Result<bool, StoreError> {
-        self.store(key, entry, Some(generation)).await
-    }
-
-    async fn try_lock_resource(
-        &self,
-        resource: &ResourceKey,
-        token: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let lock_key = self.lock_key(resource);
-        let mut con = self.connection().await?;
-        let mut set = redis::cmd("SET");
-        set.arg(&lock_key)
-            .arg(token.to_string())
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        let answer: Option<String> = self.timed(set.query_async(&mut con)).await?;
-        Ok(answer.is_some())
-    }
-
-    async fn unlock_resource(&self, resource: &ResourceKey, token: u64) -> Result<(), StoreError> {
-        let lock_key = self.lock_key(resource);
-        let mut con = self.connection().await?;
-        let mut unlock = self.inner.unlock.key(&lock_key);
-        unlock.arg(token.to_string());
-        self.timed(unlock.invoke_async::<i64>(&mut con))
-            .await
-            .map(drop)
-    }
-
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        let entry_key = self.entry_key(key.as_bytes());
-        let index_key = self.index_key(key.resource().fingerprint());
+        let entry_key = self.entry_key(key);
+        let index_key = self.index_key(key.resource());
         let mut con = self.connection().await?;
         let mut remove = self.inner.remove.key(&entry_key);
-        remove.key(&index_key);
+        remove
+            .key(&index_key)
+            .arg(index_member(key.query(), &entry_key));
         self.timed(remove.invoke_async::<i64>(&mut con))
             .await
             .map(drop)
     }
-
-    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-        Some(self)
-    }
 }
 
 impl CollectableStore for RedisStore {
-    fn collect<'a>(
+    async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
+        let resource = target.resource();
+        let (prefix, exact) = match target.query() {
+            Some(query) => (format!("{query}\n"), "1"),
+            None => (String::new(), "0"),
+        };
+        let index_key = self.index_key(resource);
+        let generation_key = self.generation_key(resource);
+        let mut con = self.connection().await?;
+        let mut collect = self.inner.collect.key(&index_key);
+        collect
+            .key(&generation_key)
+            .arg(prefix)
+            .arg(exact)
+            .arg(self.channel())
+            .arg(invalidation_message(target));
+        let n: i64 = self.timed(collect.invoke_async(&mut con)).await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn coordination(&self) -> Coordination<'_> {
+        Coordination::Shared(self)
+    }
+}
+
+impl Coordinate for RedisStore {
+    fn generation<'a>(
         &'a self,
-        target: &'a CollectTarget,
-    ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
+        group: &'a ResourceGroup,
+    ) -> LocalBoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let resource = target.resource();
-            let fingerprint = resource.fingerprint();
-            // Every key of the resource starts with `GET\n<origin>\n<path>\n`; an exact query
-            // adds itself to that prefix.
-            let mut resource_bytes = resource_bytes(resource);
-            resource_bytes.push(b'\n');
-            let exact = match target.query() {
-                Some(query) => {
-                    resource_bytes.extend_from_slice(query.as_bytes());
-                    "1"
-                }
-                None => "0",
-            };
-            let member_prefix = self.tagged(fingerprint, b'e', &resource_bytes);
-            let index_key = self.index_key(fingerprint);
-            let generation_key = self.generation_key(resource);
+            let generation_key = self.generation_key(group);
             let mut con = self.connection().await?;
-            let mut collect = self.inner.collect.key(&index_key);
-            collect
-                .key(&generation_key)
-                .arg(member_prefix)
-                .arg(exact)
-                .arg(self.channel())
-                .arg(invalidation_message(target));
-            let n: i64 = self.timed(collect.invoke_async(&mut con)).await?;
-            Ok(usize::try_from(n).unwrap_or(0))
+            let mut get = redis::cmd("GET");
+            get.arg(&generation_key);
+            let value: Option<u64> = self.timed(get.query_async(&mut con)).await?;
+            Ok(value.unwrap_or(0))
+        })
+    }
+
+    fn set_if_generation<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        entry: CacheEntry,
+        generation: u64,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(self.store(key, entry, Some(generation)))
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<Option<LockToken>, StoreError>> {
+        Box::pin(async move {
+            let token = LockToken::new(crate::guard::unique_token());
+            let lock_key = self.lock_key(group);
+            let mut con = self.connection().await?;
+            let mut set = redis::cmd("SET");
+            set.arg(&lock_key)
+                .arg(token.value().to_string())
+                .arg("NX")
+                .arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            let answer: Option<String> = self.timed(set.query_async(&mut con)).await?;
+            Ok(answer.map(|_| token))
+        })
+    }
+
+    fn unlock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        token: LockToken,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let lock_key = self.lock_key(group);
+            let mut con = self.connection().await?;
+            let mut unlock = self.inner.unlock.key(&lock_key);
+            unlock.arg(token.value().to_string());
+            self.timed(unlock.invoke_async::<i64>(&mut con))
+                .await
+                .map(drop)
         })
     }
 }

@@ -9,13 +9,13 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{future::LocalBoxFuture, StreamExt};
+use futures_util::StreamExt;
 
 use super::{
-    redis::parse_invalidation, CacheStore, CollectTarget, CollectableStore, MemoryStore,
-    RedisStore, StoreError,
+    redis::parse_invalidation, CacheStore, CollectTarget, CollectableStore, Coordination,
+    MemoryStore, RedisStore, StoreError,
 };
-use crate::{CacheEntry, CacheKey, ResourceKey};
+use crate::{CacheEntry, CacheKey};
 
 const LOG: &str = "actix_response_cache";
 
@@ -34,7 +34,10 @@ pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(1);
 ///
 /// - Reads try the local tier first (synchronously, on the hit path), then Redis; what Redis
 ///   returns is copied into the local tier, which is emptied every
-///   [`local_ttl`](Self::local_ttl).
+///   [`local_ttl`](Self::local_ttl). A local copy answers only while it is fresh: a stale one is
+///   looked up in Redis again, where another server may have revalidated it.
+/// - Cross-server coordination (write generations, conditional sets, write locks) is Redis'
+///   own ([`Coordination::Shared`] with the [`RedisStore`]).
 /// - Writes, sets and collections go to Redis first. Every collection is published on a Redis
 ///   channel in the same Lua script that drops the entries, and each server's subscriber drops
 ///   the same entries from its local tier.
@@ -220,7 +223,7 @@ async fn subscribe(
                     .and_then(|p| parse_invalidation(&p))
                 {
                     Some(target) => {
-                        let _ = local.collect(&target).await;
+                        local.collect_now(&target);
                     }
                     // A message this build cannot read: drop everything rather than guess.
                     None => local.clear(),
@@ -243,7 +246,9 @@ impl CacheStore for TieredStore {
         let usable = self.local_usable();
         if usable {
             if let Some(entry) = self.local.get(key).await? {
-                return Ok(Some(entry));
+                if entry.is_fresh(std::time::SystemTime::now()) {
+                    return Ok(Some(entry));
+                }
             }
         }
         let before = self.state.invalidations.load(Ordering::Acquire);
@@ -269,75 +274,32 @@ impl CacheStore for TieredStore {
     }
 
     fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
-        // Only a local hit answers at once; a local miss goes on to Redis.
+        // Only a fresh local copy answers at once; anything else goes on to Redis.
         if !self.local_usable() {
             return None;
         }
         match self.local.get_now(key)? {
-            Ok(Some(entry)) if !entry.is_expired(std::time::SystemTime::now()) => {
+            Ok(Some(entry)) if entry.is_fresh(std::time::SystemTime::now()) => {
                 Some(Ok(Some(entry)))
             }
             _ => None,
         }
     }
-
-    fn as_collectable(&self) -> Option<&dyn CollectableStore> {
-        Some(self)
-    }
-
-    fn shared_by_servers(&self) -> bool {
-        true
-    }
-
-    async fn generation(&self, resource: &ResourceKey) -> Result<Option<u64>, StoreError> {
-        self.remote.generation(resource).await
-    }
-
-    async fn try_lock_resource(
-        &self,
-        resource: &ResourceKey,
-        token: u64,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        self.remote.try_lock_resource(resource, token, ttl).await
-    }
-
-    async fn unlock_resource(&self, resource: &ResourceKey, token: u64) -> Result<(), StoreError> {
-        self.remote.unlock_resource(resource, token).await
-    }
-
-    async fn set_if_generation(
-        &self,
-        key: &CacheKey,
-        entry: CacheEntry,
-        generation: u64,
-    ) -> Result<bool, StoreError> {
-        let before = self.state.invalidations.load(Ordering::Acquire);
-        let stored = self
-            .remote
-            .set_if_generation(key, entry.clone(), generation)
-            .await?;
-        if stored && self.local_usable() {
-            self.keep_locally(key, &entry, before);
-        }
-        Ok(stored)
-    }
 }
 
 impl CollectableStore for TieredStore {
-    fn collect<'a>(
-        &'a self,
-        target: &'a CollectTarget,
-    ) -> LocalBoxFuture<'a, Result<usize, StoreError>> {
-        Box::pin(async move {
-            // This server's tier before and after the Redis collection (a copy fetched in
-            // between is not kept either); the other servers' on the message it publishes.
-            self.state.invalidations.fetch_add(1, Ordering::AcqRel);
-            let _ = self.local.collect(target).await;
-            let collected = self.remote.collect(target).await;
-            self.state.invalidations.fetch_add(1, Ordering::AcqRel);
-            let _ = self.local.collect(target).await;
-            collected
-        })
+    async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
+        // This server's tier before and after the Redis collection (a copy fetched in between
+        // is not kept either); the other servers' on the message it publishes.
+        self.state.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.local.collect_now(target);
+        let collected = self.remote.collect(target).await;
+        self.state.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.local.collect_now(target);
+        collected
+    }
+
+    fn coordination(&self) -> Coordination<'_> {
+        self.remote.coordination()
     }
 }

@@ -1,5 +1,6 @@
 //! The store acceptance suite: every store (the memory store, the custom store of
-//! `examples/custom_store.rs`, a store that implements only `CacheStore`) must pass it.
+//! `examples/custom_store.rs`, the Redis and tiered stores) must pass it, and every store that
+//! several servers share passes its coordination section too.
 //!
 //! It checks the store contract directly (get / set / remove / expiry / collect) and the
 //! behaviour the middleware builds on it, over HTTP. Each check builds a fresh store with the
@@ -14,7 +15,10 @@ use std::{
     time::Duration,
 };
 
-use actix_response_cache::{Cache, CacheEntry, CacheKey, CacheStore, CollectTarget, ResourceKey};
+use actix_response_cache::{
+    Cache, CacheEntry, CacheKey, CollectTarget, CollectableStore, Coordinate, Coordination,
+    ResourceGroup,
+};
 use actix_web::{
     http::{header, Method, StatusCode},
     test::{call_service, init_service, TestRequest},
@@ -26,17 +30,14 @@ use super::{body, header, Calls};
 const HOST: &str = "acceptance.test";
 const TTL: Duration = Duration::from_secs(60);
 
-/// Runs the whole suite against the stores `make_store` builds.
-///
-/// Stores that return `Some` from `as_collectable` are also checked for `collect`; for the
-/// others, the HTTP checks still require that a write makes the next `GET` call the handler.
+/// Runs the whole suite against the stores `make_store` builds; the coordination section too
+/// when they say several servers share them.
 pub async fn run<St, F>(make_store: F)
 where
-    St: CacheStore + Clone,
+    St: CollectableStore + Clone,
     F: Fn() -> St,
 {
     super::init_log();
-    let collectable = make_store().as_collectable().is_some();
 
     // The store contract.
     get_after_set_returns_the_entry(make_store()).await;
@@ -44,10 +45,14 @@ where
     remove_removes(make_store()).await;
     set_replaces(make_store()).await;
     expired_entries_are_not_returned(make_store()).await;
-    if collectable {
-        collect_exact_query_drops_only_that_query(make_store()).await;
-        collect_every_query_drops_the_whole_resource(make_store()).await;
-        collect_of_nothing_is_zero(make_store()).await;
+    collect_exact_query_drops_only_that_query(make_store()).await;
+    collect_every_query_drops_the_whole_resource(make_store()).await;
+    collect_of_nothing_is_zero(make_store()).await;
+    collect_drops_every_alias_of_the_path(make_store()).await;
+    if matches!(make_store().coordination(), Coordination::Shared(_)) {
+        generation_moves_on_collect(make_store()).await;
+        a_stale_generation_is_refused(make_store()).await;
+        the_lock_is_exclusive_and_only_its_token_releases_it(make_store()).await;
     }
 
     // The same store behind the middleware.
@@ -57,6 +62,7 @@ where
     failed_write_collects_nothing(make_store()).await;
     one_write_drops_every_vary_variant_and_head(make_store()).await;
     write_without_the_cache_vary_header_hides_every_variant(make_store()).await;
+    a_write_through_an_alias_collects_the_plain_path(make_store()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -71,14 +77,14 @@ fn entry(body: &str) -> CacheEntry {
     CacheEntry::test_response(body.as_bytes(), TTL)
 }
 
-async fn get<St: CacheStore>(store: &St, key: &CacheKey, point: &str) -> Option<CacheEntry> {
+async fn get<St: CollectableStore>(store: &St, key: &CacheKey, point: &str) -> Option<CacheEntry> {
     store
         .get(key)
         .await
         .unwrap_or_else(|err| panic!("contract ({point}): get {key:?} failed: {err}"))
 }
 
-async fn set<St: CacheStore>(store: &St, key: &CacheKey, entry: CacheEntry, point: &str) {
+async fn set<St: CollectableStore>(store: &St, key: &CacheKey, entry: CacheEntry, point: &str) {
     store
         .set(key, entry)
         .await
@@ -94,7 +100,7 @@ fn assert_same(got: Option<CacheEntry>, want: &CacheEntry, point: &str) {
     );
 }
 
-async fn get_after_set_returns_the_entry<St: CacheStore>(store: St) {
+async fn get_after_set_returns_the_entry<St: CollectableStore>(store: St) {
     const POINT: &str = "get after set returns the entry";
     let k = key("/contract/get", "");
     assert!(
@@ -108,7 +114,7 @@ async fn get_after_set_returns_the_entry<St: CacheStore>(store: St) {
     assert_same(get(&store, &k, POINT).await, &e, POINT);
 }
 
-async fn a_different_key_misses<St: CacheStore>(store: St) {
+async fn a_different_key_misses<St: CollectableStore>(store: St) {
     const POINT: &str = "a different key misses";
     set(&store, &key("/contract/a", "x=1"), entry("a"), POINT).await;
     for other in [
@@ -125,7 +131,7 @@ async fn a_different_key_misses<St: CacheStore>(store: St) {
     }
 }
 
-async fn remove_removes<St: CacheStore>(store: St) {
+async fn remove_removes<St: CollectableStore>(store: St) {
     const POINT: &str = "remove removes";
     let (k, kept) = (key("/contract/remove", ""), key("/contract/remove", "kept"));
     set(&store, &k, entry("gone"), POINT).await;
@@ -149,7 +155,7 @@ async fn remove_removes<St: CacheStore>(store: St) {
         .unwrap_or_else(|err| panic!("contract ({POINT}): removing a missing key failed: {err}"));
 }
 
-async fn set_replaces<St: CacheStore>(store: St) {
+async fn set_replaces<St: CollectableStore>(store: St) {
     const POINT: &str = "set replaces";
     let k = key("/contract/replace", "");
     set(&store, &k, entry("first"), POINT).await;
@@ -158,7 +164,7 @@ async fn set_replaces<St: CacheStore>(store: St) {
     assert_same(get(&store, &k, POINT).await, &second, POINT);
 }
 
-async fn expired_entries_are_not_returned<St: CacheStore>(store: St) {
+async fn expired_entries_are_not_returned<St: CollectableStore>(store: St) {
     const POINT: &str = "expired entries are not returned";
     let k = key("/contract/expired", "");
     set(
@@ -177,7 +183,7 @@ async fn expired_entries_are_not_returned<St: CacheStore>(store: St) {
 
 /// Fills `/contract/<name>` with three query strings, plus the same path on another host and
 /// a neighbouring path, all of which a collect of `/contract/<name>` must leave alone.
-async fn fill_resource<St: CacheStore>(store: &St, path: &str, point: &str) -> Vec<CacheKey> {
+async fn fill_resource<St: CollectableStore>(store: &St, path: &str, point: &str) -> Vec<CacheKey> {
     let keys = vec![
         key(path, ""),
         key(path, "page=1"),
@@ -192,17 +198,14 @@ async fn fill_resource<St: CacheStore>(store: &St, path: &str, point: &str) -> V
     keys
 }
 
-async fn collect<St: CacheStore>(store: &St, target: CollectTarget, point: &str) -> usize {
-    let store = store
-        .as_collectable()
-        .unwrap_or_else(|| panic!("contract ({point}): as_collectable returned None"));
+async fn collect<St: CollectableStore>(store: &St, target: CollectTarget, point: &str) -> usize {
     store
         .collect(&target)
         .await
         .unwrap_or_else(|err| panic!("contract ({point}): collect failed: {err}"))
 }
 
-async fn present<St: CacheStore>(store: &St, keys: &[CacheKey], point: &str) -> Vec<bool> {
+async fn present<St: CollectableStore>(store: &St, keys: &[CacheKey], point: &str) -> Vec<bool> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         out.push(get(store, k, point).await.is_some());
@@ -210,11 +213,11 @@ async fn present<St: CacheStore>(store: &St, keys: &[CacheKey], point: &str) -> 
     out
 }
 
-async fn collect_exact_query_drops_only_that_query<St: CacheStore>(store: St) {
+async fn collect_exact_query_drops_only_that_query<St: CollectableStore>(store: St) {
     const POINT: &str = "collect with an exact query drops only that query";
     let path = "/contract/collect-exact";
     let keys = fill_resource(&store, path, POINT).await;
-    let target = CollectTarget::new(ResourceKey::new(HOST, path), Some("page=1".into()));
+    let target = CollectTarget::new(ResourceGroup::new(HOST, path), Some("page=1".into()));
     assert_eq!(
         collect(&store, target, POINT).await,
         1,
@@ -226,7 +229,7 @@ async fn collect_exact_query_drops_only_that_query<St: CacheStore>(store: St) {
         "contract ({POINT}): which keys survive, in the order {keys:?}"
     );
     // The empty query is a query like any other.
-    let target = CollectTarget::new(ResourceKey::new(HOST, path), Some("".into()));
+    let target = CollectTarget::new(ResourceGroup::new(HOST, path), Some("".into()));
     assert_eq!(
         collect(&store, target, POINT).await,
         1,
@@ -239,11 +242,11 @@ async fn collect_exact_query_drops_only_that_query<St: CacheStore>(store: St) {
     );
 }
 
-async fn collect_every_query_drops_the_whole_resource<St: CacheStore>(store: St) {
+async fn collect_every_query_drops_the_whole_resource<St: CollectableStore>(store: St) {
     const POINT: &str = "collect of every query drops the resource, and only it";
     let path = "/contract/collect-all";
     let keys = fill_resource(&store, path, POINT).await;
-    let target = CollectTarget::new(ResourceKey::new(HOST, path), None);
+    let target = CollectTarget::new(ResourceGroup::new(HOST, path), None);
     assert_eq!(
         collect(&store, target, POINT).await,
         3,
@@ -262,10 +265,10 @@ async fn collect_every_query_drops_the_whole_resource<St: CacheStore>(store: St)
     );
 }
 
-async fn collect_of_nothing_is_zero<St: CacheStore>(store: St) {
+async fn collect_of_nothing_is_zero<St: CollectableStore>(store: St) {
     const POINT: &str = "collect of a resource with nothing stored drops nothing";
     set(&store, &key("/contract/kept", ""), entry("kept"), POINT).await;
-    let target = CollectTarget::new(ResourceKey::new(HOST, "/contract/never-stored"), None);
+    let target = CollectTarget::new(ResourceGroup::new(HOST, "/contract/never-stored"), None);
     assert_eq!(
         collect(&store, target, POINT).await,
         0,
@@ -277,6 +280,134 @@ async fn collect_of_nothing_is_zero<St: CacheStore>(store: St) {
             .is_some(),
         "contract ({POINT}): collecting another resource dropped an entry"
     );
+}
+
+async fn collect_drops_every_alias_of_the_path<St: CollectableStore>(store: St) {
+    const POINT: &str = "collect drops every alias of the path and query";
+    let keys = [
+        key("/contract/alias/a/b", "q=1"),
+        key("/contract/alias/a%2Fb", "q=%31"),
+        key("/contract/alias/a%2fb", "q=1"),
+        CacheKey::for_get("http://ACCEPTANCE.test:8080", "/contract/alias/a/b", "q=1"),
+        key("/contract/alias/a/b", "q=2"),
+    ];
+    for k in &keys {
+        set(&store, k, entry("stored"), POINT).await;
+    }
+    let target = CollectTarget::new(
+        ResourceGroup::new(HOST, "/contract/alias/a%2Fb"),
+        Some("q=1".into()),
+    );
+    assert_eq!(
+        collect(&store, target, POINT).await,
+        4,
+        "contract ({POINT}): dropped count"
+    );
+    assert_eq!(
+        present(&store, &keys, POINT).await,
+        [false, false, false, false, true],
+        "contract ({POINT}): which keys survive, in the order {keys:?}"
+    );
+}
+
+fn coordinator<St: CollectableStore>(store: &St) -> &dyn Coordinate {
+    match store.coordination() {
+        Coordination::Shared(c) => c,
+        _ => panic!("coordination: the store is not shared"),
+    }
+}
+
+async fn generation_moves_on_collect<St: CollectableStore>(store: St) {
+    const POINT: &str = "the write generation moves on with every collect";
+    let group = ResourceGroup::new(HOST, "/contract/generation");
+    let c = coordinator(&store);
+    let before = c.generation(&group).await.expect("generation");
+    collect(&store, CollectTarget::new(group.clone(), None), POINT).await;
+    let after = c.generation(&group).await.expect("generation");
+    assert_ne!(before, after, "coordination ({POINT})");
+    let other = ResourceGroup::new(HOST, "/contract/generation-other");
+    let untouched = c.generation(&other).await.expect("generation");
+    collect(&store, CollectTarget::new(group.clone(), None), POINT).await;
+    assert_eq!(
+        c.generation(&other).await.expect("generation"),
+        untouched,
+        "coordination ({POINT}): another group's generation moved"
+    );
+}
+
+async fn a_stale_generation_is_refused<St: CollectableStore>(store: St) {
+    const POINT: &str = "a set under a stale generation is refused";
+    let k = key("/contract/set-if-generation", "");
+    let c = coordinator(&store);
+    let generation = c.generation(k.resource()).await.expect("generation");
+    assert!(
+        c.set_if_generation(&k, entry("current"), generation)
+            .await
+            .expect("set"),
+        "coordination ({POINT}): a set under the current generation was refused"
+    );
+    assert!(
+        get(&store, &k, POINT).await.is_some(),
+        "coordination ({POINT}): not stored"
+    );
+    collect(
+        &store,
+        CollectTarget::new(k.resource().clone(), None),
+        POINT,
+    )
+    .await;
+    assert!(
+        !c.set_if_generation(&k, entry("stale"), generation)
+            .await
+            .expect("set"),
+        "coordination ({POINT}): a set under the old generation was accepted"
+    );
+    assert!(
+        get(&store, &k, POINT).await.is_none(),
+        "coordination ({POINT}): the refused set stored its entry"
+    );
+}
+
+async fn the_lock_is_exclusive_and_only_its_token_releases_it<St: CollectableStore>(store: St) {
+    const POINT: &str = "the resource lock is exclusive and only its token releases it";
+    let group = ResourceGroup::new(HOST, "/contract/lock");
+    let c = coordinator(&store);
+    let ttl = Duration::from_secs(10);
+    let token = c
+        .try_lock(&group, ttl)
+        .await
+        .expect("lock")
+        .unwrap_or_else(|| panic!("coordination ({POINT}): a free lock was not granted"));
+    assert!(
+        c.try_lock(&group, ttl).await.expect("lock").is_none(),
+        "coordination ({POINT}): a held lock was granted again"
+    );
+    let other = ResourceGroup::new(HOST, "/contract/lock-other");
+    let other_token = c.try_lock(&other, ttl).await.expect("lock");
+    assert!(
+        other_token.is_some(),
+        "coordination ({POINT}): another group's lock was held"
+    );
+    c.unlock(
+        &group,
+        actix_response_cache::LockToken::new(token.value() ^ 1),
+    )
+    .await
+    .expect("unlock");
+    assert!(
+        c.try_lock(&group, ttl).await.expect("lock").is_none(),
+        "coordination ({POINT}): another token released the lock"
+    );
+    c.unlock(&group, token).await.expect("unlock");
+    let again = c.try_lock(&group, ttl).await.expect("lock");
+    assert!(
+        again.is_some(),
+        "coordination ({POINT}): the token did not release the lock"
+    );
+    if let (Some(a), Some(b)) = (again, other_token) {
+        c.unlock(&group, a).await.expect("unlock");
+        c.unlock(&other, b).await.expect("unlock");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,7 +500,7 @@ macro_rules! send {
     };
 }
 
-async fn second_get_is_a_hit<St: CacheStore + Clone>(store: St) {
+async fn second_get_is_a_hit<St: CollectableStore + Clone>(store: St) {
     const POINT: &str = "a GET is stored and the second GET is a hit";
     let backend = Backend::new();
     let app = app!(store, backend);
@@ -437,7 +568,7 @@ async fn second_get_is_a_hit<St: CacheStore + Clone>(store: St) {
     );
 }
 
-async fn patch_makes_the_next_get_call_the_handler<St: CacheStore + Clone>(store: St) {
+async fn patch_makes_the_next_get_call_the_handler<St: CollectableStore + Clone>(store: St) {
     const POINT: &str = "a successful PATCH collects the stored GET";
     let backend = Backend::new();
     let app = app!(store, backend);
@@ -492,7 +623,7 @@ async fn patch_makes_the_next_get_call_the_handler<St: CacheStore + Clone>(store
     );
 }
 
-async fn stale_if_match_on_put_is_412_without_the_handler<St: CacheStore + Clone>(store: St) {
+async fn stale_if_match_on_put_is_412_without_the_handler<St: CollectableStore + Clone>(store: St) {
     const POINT: &str = "a stale If-Match on PUT is 412 without calling the handler";
     let backend = Backend::new();
     let app = app!(store, backend);
@@ -557,7 +688,7 @@ async fn stale_if_match_on_put_is_412_without_the_handler<St: CacheStore + Clone
     );
 }
 
-async fn failed_write_collects_nothing<St: CacheStore + Clone>(store: St) {
+async fn failed_write_collects_nothing<St: CollectableStore + Clone>(store: St) {
     const POINT: &str = "a failed write (4xx/5xx) collects nothing";
     let backend = Backend::new();
     let app = app!(store, backend);
@@ -612,7 +743,7 @@ macro_rules! send_lang {
     }};
 }
 
-async fn one_write_drops_every_vary_variant_and_head<St: CacheStore + Clone>(store: St) {
+async fn one_write_drops_every_vary_variant_and_head<St: CollectableStore + Clone>(store: St) {
     const POINT: &str = "one write drops every Vary variant, and HEAD";
     let backend = Backend::new();
     let app = app!(store, backend);
@@ -684,7 +815,7 @@ async fn one_write_drops_every_vary_variant_and_head<St: CacheStore + Clone>(sto
     );
 }
 
-async fn write_without_the_cache_vary_header_hides_every_variant<St: CacheStore + Clone>(
+async fn write_without_the_cache_vary_header_hides_every_variant<St: CollectableStore + Clone>(
     store: St,
 ) {
     const POINT: &str = "a write without the cache_vary header hides every variant";
@@ -726,4 +857,36 @@ async fn write_without_the_cache_vary_header_hides_every_variant<St: CacheStore 
         format!("{path} v2"),
         "http ({POINT}): stale fr body after the write"
     );
+}
+
+async fn a_write_through_an_alias_collects_the_plain_path<St: CollectableStore + Clone>(store: St) {
+    const POINT: &str = "a write through an alias of the path collects the plain path";
+    let backend = Backend::new();
+    let app = app!(store, backend);
+    let base = unique("alias");
+    let plain = format!("{base}/a/b");
+    let alias = format!("{base}/a%2Fb");
+    for (read, write) in [(&plain, &alias), (&alias, &plain)] {
+        let reads = backend.reads.get();
+        send!(app, TestRequest::get().uri(read));
+        send!(app, TestRequest::get().uri(read));
+        assert_eq!(
+            backend.reads.get(),
+            reads + 1,
+            "http ({POINT}): {read} was not stored"
+        );
+        let res = send!(app, TestRequest::patch().uri(write).set_payload("x"));
+        assert!(res.status().is_success(), "http ({POINT}): PATCH {write}");
+        let res = send!(app, TestRequest::get().uri(read));
+        assert_eq!(
+            backend.reads.get(),
+            reads + 2,
+            "http ({POINT}): GET {read} after PATCH {write} was a stale hit"
+        );
+        let v = backend.version.load(Ordering::SeqCst);
+        assert!(
+            body(res).await.ends_with(format!("v{v}").as_bytes()),
+            "http ({POINT}): stale body after PATCH {write}"
+        );
+    }
 }

@@ -1,0 +1,97 @@
+//! Invalidation, RFC 9111 §4.4: one plan and one apply for what a successful unsafe request
+//! makes stale, whichever way it reached the cache.
+
+use std::str::FromStr;
+
+use actix_web::{
+    dev::ServiceResponse,
+    http::{
+        header::{self, HeaderValue},
+        Uri,
+    },
+    HttpRequest,
+};
+
+use super::{Inner, LOG};
+use crate::{
+    guard, origin, request::RequestFlags, resource, store::CollectTarget, store::CollectableStore,
+    CacheKey,
+};
+
+/// The groups a write makes stale, each already recorded in the race guard.
+pub(super) struct Invalidation {
+    targets: Vec<CollectTarget>,
+}
+
+/// Plans the invalidation after a response to an unsafe request, `key` being the request's key
+/// as it reached the cache; `None` for an error response, which invalidates nothing.
+///
+/// The targets: the request's group (with its query, or every query with
+/// `collect_query_variants`); the group the handler was given, where a middleware inside the
+/// cache rewrote the request (`NormalizePath`, say); and the same-origin URIs in `Location` and
+/// `Content-Location`. Each group's write is recorded in the race guard here, before anything
+/// is collected, so a miss in flight cannot store its old response afterwards.
+pub(super) fn plan<St, B>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    res: &ServiceResponse<B>,
+) -> Option<Invalidation> {
+    let status = res.status();
+    if !(status.is_success() || status.is_redirection()) {
+        return None;
+    }
+    let every_query = inner.policy.collect_query_variants;
+    let of_key = |k: &CacheKey, every_query: bool| {
+        let query = (!every_query).then(|| k.query().into());
+        CollectTarget::of_group(k.resource().clone(), query)
+    };
+    let mut targets = vec![of_key(key, every_query)];
+    let req = res.request();
+    let handler = CacheKey::of_request(req, RequestFlags::of(req.headers()).forwarded);
+    targets.push(of_key(&handler, every_query));
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(other) = same_origin_key(req, res.headers().get(&name)) {
+            targets.push(of_key(&other, false));
+        }
+    }
+    let mut unique: Vec<CollectTarget> = Vec::with_capacity(targets.len());
+    for target in targets {
+        if !unique.contains(&target) {
+            guard::record_write(target.resource().fingerprint());
+            unique.push(target);
+        }
+    }
+    Some(Invalidation { targets: unique })
+}
+
+/// Collects every target of the plan.
+pub(super) async fn apply<St: CollectableStore>(inner: &Inner<St>, plan: Invalidation) {
+    for target in &plan.targets {
+        if let Ok(n) = inner.timed("collect", inner.store.collect(target)).await {
+            log::debug!(target: LOG, "collected {n} entries of {target:?}");
+        }
+    }
+}
+
+/// The primary key of a same-origin URI in `Location` or `Content-Location`, if it is one.
+fn same_origin_key(req: &HttpRequest, value: Option<&HeaderValue>) -> Option<CacheKey> {
+    let uri = Uri::from_str(value?.to_str().ok()?).ok()?;
+    if let Some(authority) = uri.authority() {
+        let routing = resource::group_host(origin::routing_host(req));
+        if resource::group_host(authority.as_str()) != routing {
+            return None;
+        }
+        if uri
+            .scheme_str()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(req.connection_info().scheme()))
+        {
+            return None;
+        }
+    }
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let origin = origin::request_origin(req);
+    Some(CacheKey::for_get(&origin, path, uri.query().unwrap_or("")))
+}

@@ -1,0 +1,240 @@
+//! Store lookups: what the store holds for a request's key, synchronously where the store can
+//! answer at once ([`CacheStore::get_now`]), awaited otherwise.
+
+use std::{cell::RefCell, time::SystemTime};
+
+use actix_web::{
+    dev::ServiceRequest,
+    http::header::{HeaderMap, HeaderName},
+};
+
+use super::{Inner, LOG};
+use crate::{
+    entry::EntryKind,
+    key::{self, push_variant},
+    policy::Visibility,
+    store::{CacheStore, CollectableStore, StoreError},
+    CacheEntry, CacheKey,
+};
+
+/// The result of looking a request up in the store.
+pub(super) enum Lookup {
+    /// A stored response (fresh or not), and the variant marker that led to it, if any.
+    Hit {
+        entry: CacheEntry,
+        marker: Option<CacheEntry>,
+    },
+    UriMiss,
+    /// The primary key holds a variant marker, but not for this request's header values.
+    VaryMiss(CacheEntry),
+    StoreFailed,
+}
+
+impl Lookup {
+    /// The variant marker a new variant joins, if the resource has one.
+    pub(super) fn marker(&self) -> Option<&CacheEntry> {
+        match self {
+            Self::VaryMiss(marker) => Some(marker),
+            Self::Hit { marker, .. } => marker.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+thread_local! {
+    /// The buffer hit-path keys are built in, reused by every request of the worker thread.
+    static KEY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
+fn with_key_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    KEY_BUFFER.with(|buf| {
+        let mut fresh = Vec::new();
+        let mut borrowed = buf.try_borrow_mut();
+        let buf = match borrowed.as_mut() {
+            Ok(buf) => &mut **buf,
+            Err(_) => &mut fresh,
+        };
+        buf.clear();
+        f(buf)
+    })
+}
+
+/// Looks a `GET`/`HEAD` up without awaiting, for stores that can answer at once. The key bytes
+/// are built in a reused per-thread buffer: the hit path builds no owned key. `None`: the store
+/// has to be awaited.
+pub(super) fn lookup_now<St: CollectableStore>(
+    inner: &Inner<St>,
+    req: &ServiceRequest,
+    now: SystemTime,
+    forwarded: bool,
+) -> Option<Lookup> {
+    if inner.policy.visibility == Visibility::Private {
+        return Some(Lookup::UriMiss);
+    }
+    with_key_buffer(|buf| {
+        key::write_primary(req.request(), buf, forwarded);
+        resolve_now(&inner.store, buf, req.headers(), now)
+    })
+}
+
+/// Looks `key` up without awaiting (`None`: the store has to be awaited).
+pub(super) fn lookup_key_now<St: CacheStore>(
+    store: &St,
+    key: &CacheKey,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Lookup> {
+    with_key_buffer(|buf| {
+        buf.extend_from_slice(key.as_bytes());
+        resolve_now(store, buf, headers, now)
+    })
+}
+
+/// The lookup of the primary key in `buf`, and of the variant a marker there leads to.
+fn resolve_now<St: CacheStore>(
+    store: &St,
+    buf: &mut Vec<u8>,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Lookup> {
+    let primary = match store.get_now(buf)?.map_err(log_get_error) {
+        Ok(primary) => primary,
+        Err(()) => return Some(Lookup::StoreFailed),
+    };
+    Some(match primary_lookup(primary, now) {
+        Ok(lookup) => lookup,
+        Err(marker) => {
+            if let EntryKind::Variants(v) = marker.kind() {
+                push_variant(buf, &v.names, v.generation, headers);
+            }
+            let answer = store.get_now(buf)?.map_err(log_get_error);
+            variant_lookup(answer, marker, now)
+        }
+    })
+}
+
+/// Looks `key` (and the variant its marker leads to) up in the store.
+pub(super) async fn lookup<St: CollectableStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    headers: &HeaderMap,
+) -> Lookup {
+    let now = SystemTime::now();
+    if let Some(lookup) = lookup_key_now(&inner.store, key, headers, now) {
+        return lookup;
+    }
+    let primary = match inner.timed("get", inner.store.get(key)).await {
+        Ok(primary) => primary,
+        Err(_) => return Lookup::StoreFailed,
+    };
+    match primary_lookup(primary, now) {
+        Ok(lookup) => lookup,
+        Err(marker) => {
+            let variant = match marker.kind() {
+                EntryKind::Variants(v) => key.variant(&v.names, v.generation, headers),
+                _ => key.clone(),
+            };
+            let answer = inner
+                .timed("get", inner.store.get(&variant))
+                .await
+                .map_err(drop);
+            variant_lookup(answer, marker, now)
+        }
+    }
+}
+
+/// The write marker of a group and query ([`CacheKey::write_marker`]): what the last successful
+/// write of it made stale. `Err`: the store failed.
+pub(super) async fn write_marker<St: CollectableStore>(
+    inner: &Inner<St>,
+    marker: &CacheKey,
+) -> Result<Option<CacheEntry>, StoreError> {
+    let now = SystemTime::now();
+    let found = match inner.store.get_now(marker.as_bytes()) {
+        Some(found) => found,
+        None => inner.timed("get", inner.store.get(marker)).await,
+    };
+    Ok(found?.filter(|e| !e.is_expired(now) && matches!(e.kind(), EntryKind::Modified(_))))
+}
+
+fn log_get_error(err: StoreError) {
+    log::warn!(target: LOG, "store get failed, serving uncached: {err}");
+}
+
+/// What the entry at a primary key means; `Err` holds a variant marker, whose variant is to be
+/// looked up next.
+fn primary_lookup(primary: Option<CacheEntry>, now: SystemTime) -> Result<Lookup, CacheEntry> {
+    let primary = match primary {
+        Some(entry) if !entry.is_expired(now) => entry,
+        _ => return Ok(Lookup::UriMiss),
+    };
+    match primary.kind() {
+        EntryKind::Response(_) => Ok(Lookup::Hit {
+            entry: primary,
+            marker: None,
+        }),
+        EntryKind::Variants(_) => Err(primary),
+        EntryKind::Modified(_) => Ok(Lookup::UriMiss),
+    }
+}
+
+/// What the answer for a variant key means.
+fn variant_lookup(
+    answer: Result<Option<CacheEntry>, ()>,
+    marker: CacheEntry,
+    now: SystemTime,
+) -> Lookup {
+    match answer {
+        Ok(Some(entry))
+            if !entry.is_expired(now) && matches!(entry.kind(), EntryKind::Response(_)) =>
+        {
+            Lookup::Hit {
+                entry,
+                marker: Some(marker),
+            }
+        }
+        Ok(_) => Lookup::VaryMiss(marker),
+        Err(()) => Lookup::StoreFailed,
+    }
+}
+
+/// The request as it reached the cache: the key its lookup used, and its headers then. A
+/// response is stored only under this key, and only when the handler got the same request.
+pub(super) struct Identity {
+    pub(super) key: CacheKey,
+    /// The request headers as they reached the cache (a clone: reference counts). Variant keys
+    /// take their values from here, not from what a middleware inside may have set.
+    pub(super) headers: HeaderMap,
+}
+
+impl Identity {
+    pub(super) fn of(req: &ServiceRequest, forwarded: bool) -> Self {
+        Self {
+            key: CacheKey::of_request(req.request(), forwarded),
+            headers: req.headers().clone(),
+        }
+    }
+
+    /// Whether the handler got another request than the one the key names: another method
+    /// (the cache itself sends a `HEAD` miss on as `GET`), origin, path or query, or other
+    /// values of the headers in `vary`. A middleware inside the cache did that (a method
+    /// override, `NormalizePath`, a header derived from an API key).
+    pub(super) fn changed(&self, handler: &actix_web::HttpRequest, vary: &[HeaderName]) -> bool {
+        if handler.method() != actix_web::http::Method::GET {
+            return true;
+        }
+        let forwarded = crate::request::RequestFlags::of(handler.headers()).forwarded;
+        let same_key = with_key_buffer(|buf| {
+            key::write_primary(handler, buf, forwarded);
+            buf[..] == *self.key.as_bytes()
+        });
+        !same_key
+            || vary.iter().any(|name| {
+                !self
+                    .headers
+                    .get_all(name)
+                    .eq(handler.headers().get_all(name))
+            })
+    }
+}

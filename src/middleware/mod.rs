@@ -1,0 +1,81 @@
+//! The `Cache` middleware, as the phases a request goes through, one file each.
+//!
+//! | order | file | what it does |
+//! |---|---|---|
+//! | build | [`builder`] | `Cache`, its builder methods, the actix `Transform` |
+//! | 1 | [`service`] | `call` sorts the request: hit (answered at once), read, write or pass-through; the named `CacheFuture` |
+//! | 2 | [`lookup`] | store lookups, synchronous (`get_now`) and awaited, into a [`lookup::Lookup`] |
+//! | 3 | [`read`] | `GET`/`HEAD`: decide (a [`read::Decision`]) → coalesce → forward to the handler → finish |
+//! | 3a | [`coalesce`] | concurrent misses of one key call the handler once; one `land` for every way a flight ends |
+//! | 3b | [`stale`] | stale-while-revalidate and stale-if-error (RFC 5861); returns a refresh for `read` to start |
+//! | 3c | [`revalidate`] | the conditional request to the handler and the RFC 9111 §4.3.4 merge of its `304` |
+//! | 4 | [`admit`] | what is stored, under the key the lookup used, guarded against writes in flight |
+//! | 5 | [`answer`] | one `respond` builds every answer from a representation: hit, `304`, `412`, stale |
+//! | — | [`write`] | unsafe methods: locks → preconditions → handler → invalidation |
+//! | — | [`invalidate`] | one plan/apply of what a successful write makes stale (URI, handler-side URI, `Location`) |
+//! | — | [`nested`] | the markers nested `Cache`s pass each other |
+//! | — | [`status`] | `Cache-Status` (RFC 9211) parts as enums, with header values formatted once |
+//!
+//! Outside this folder: the request's identity ([`crate::key`], [`crate::resource`],
+//! [`crate::origin`]), what may be stored and reused ([`crate::freshness`],
+//! [`crate::directives`]), preconditions ([`crate::conditional`]) and the race guard
+//! ([`crate::guard`]).
+
+mod admit;
+mod answer;
+mod builder;
+mod coalesce;
+mod invalidate;
+mod lookup;
+mod nested;
+mod read;
+mod revalidate;
+mod service;
+mod stale;
+mod status;
+mod write;
+
+use std::future::Future;
+
+pub use self::builder::Cache;
+pub use self::service::{CacheFuture, CacheMiddleware};
+
+use crate::{
+    policy::Policy,
+    store::{CollectableStore, Coordinate, Coordination, StoreError},
+};
+
+pub(crate) const LOG: &str = "actix_response_cache";
+
+/// A `Cache`'s configuration and store, shared by every request of its worker.
+pub(crate) struct Inner<St> {
+    pub(crate) store: St,
+    pub(crate) policy: Policy,
+    pub(crate) statuses: status::Statuses,
+}
+
+impl<St: CollectableStore> Inner<St> {
+    /// Runs one store operation under the policy's timeout; errors are logged, never raised.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let res = match actix_web::rt::time::timeout(self.policy.store_timeout, fut).await {
+            Ok(res) => res,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if let Err(err) = &res {
+            log::warn!(target: LOG, "store {op} failed, serving uncached: {err}");
+        }
+        res
+    }
+
+    /// The store's cross-server coordination, when several servers share it.
+    pub(crate) fn coordinator(&self) -> Option<&dyn Coordinate> {
+        match self.store.coordination() {
+            Coordination::Shared(coordinator) => Some(coordinator),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Unsafe methods: locks → preconditions (judged before the handler, RFC 9110 §13.2.2) →
+//! handler → invalidation, and a marker of what the write made stale.
+
+use std::{
+    rc::Rc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use actix_service::Service;
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::{header, Method},
+    Error, HttpMessage,
+};
+
+use super::{
+    invalidate,
+    lookup::{self, Lookup},
+    nested::WriteLockHeld,
+    status::{Detail, Fwd, CACHE_STATUS},
+    Inner, LOG,
+};
+use crate::{
+    conditional::{self, Current, Preconditions},
+    entry::{EntryKind, ModifiedMarker, StoredTag},
+    etag,
+    freshness::servable,
+    guard,
+    policy::Visibility,
+    request::RequestFlags,
+    store::{CollectableStore, LockToken},
+    CacheEntry, CacheKey, ResourceGroup,
+};
+
+/// How many superseded entity tags a write marker remembers.
+const MAX_SUPERSEDED: usize = 16;
+/// How long a conditional write waits for another server's write of the same resource.
+const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a store lock lives if its holder never releases it (a server that died mid-write).
+const STORE_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// What the store holds of a write's resource: the entry at its key, and the group's write
+/// marker.
+pub(super) struct Stored {
+    pub(super) lookup: Lookup,
+    pub(super) marker: Option<CacheEntry>,
+}
+
+impl Stored {
+    /// Nothing of the resource is stored under its key, and no write left a marker.
+    pub(super) fn is_nothing(&self) -> bool {
+        matches!(self.lookup, Lookup::UriMiss) && self.marker.is_none()
+    }
+}
+
+/// Unsafe methods: check preconditions before the handler, and after a successful write drop
+/// every stored entry of the resource's group and remember which entity tags it made stale.
+/// `key` is the request's key as it reached the cache; `prefetched` what a synchronous lookup
+/// found.
+pub(super) async fn write<S, B, St>(
+    service: Rc<S>,
+    inner: Rc<Inner<St>>,
+    req: ServiceRequest,
+    key: CacheKey,
+    prefetched: Option<Stored>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+    St: CollectableStore,
+{
+    let flags = RequestFlags::of(req.headers());
+    let stores = inner.policy.visibility != Visibility::Private;
+    // Conditional writes of one resource go one at a time: check, handler, marker.
+    let lock = if stores && flags.preconditions && req.extensions().get::<WriteLockHeld>().is_none()
+    {
+        let lock = guard::lock_conditional_write(key.resource().fingerprint()).await;
+        req.extensions_mut().insert(WriteLockHeld);
+        Some(lock)
+    } else {
+        None
+    };
+    // Across servers sharing the store, the same: a lock in the store, taken after this
+    // process's (so one server's writes queue here, not in the store).
+    let remote = match lock.is_some() {
+        true => lock_in_store(&inner, key.resource()).await,
+        false => None,
+    };
+    // A prefetched lookup predates the lock: look again once it is held.
+    let prefetched = prefetched.filter(|_| lock.is_none());
+    let result = judge_and_run(&service, &inner, req, &key, prefetched).await;
+    if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
+        let _ = inner.timed("unlock", c.unlock(key.resource(), token)).await;
+    }
+    drop(lock);
+    result
+}
+
+/// Judges the preconditions against what is stored, calls the handler if they pass, then
+/// invalidates and leaves the write marker.
+async fn judge_and_run<S, B, St>(
+    service: &Rc<S>,
+    inner: &Rc<Inner<St>>,
+    req: ServiceRequest,
+    key: &CacheKey,
+    prefetched: Option<Stored>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+    St: CollectableStore,
+{
+    let flags = RequestFlags::of(req.headers());
+    let stores = inner.policy.visibility != Visibility::Private;
+    let stored = match prefetched {
+        Some(stored) => stored,
+        None if stores => stored_of(inner, key, &req).await,
+        None => Stored {
+            lookup: Lookup::UriMiss,
+            marker: None,
+        },
+    };
+    // What the write will make stale, oldest first: tags an earlier write made stale, the
+    // stored tag, and the strong tags the client's If-Match claims are current.
+    let mut superseded: Vec<Box<[u8]>> = Vec::new();
+    if let Some(EntryKind::Modified(m)) = stored.marker.as_ref().map(CacheEntry::kind) {
+        superseded.extend(m.superseded.iter().cloned());
+    }
+    let current = current_of(inner, flags, &stored, &mut superseded);
+    if flags.preconditions
+        && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
+    {
+        log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
+        let mut res = conditional::precondition_failed();
+        if let Some(v) = inner.statuses.get(Fwd::Method, Detail::PreconditionFailed) {
+            res.headers_mut().insert(CACHE_STATUS, v);
+        }
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    etag::for_each_strong(req.headers().get_all(header::IF_MATCH), |tag| {
+        superseded.push(tag.into());
+    });
+    let method = req.method().clone();
+    let res = service.call(req).await?;
+    let Some(plan) = invalidate::plan(inner, key, &res) else {
+        return Ok(res.map_into_left_body());
+    };
+    invalidate::apply(inner, plan).await;
+    // A marker is worth writing when it remembers something. Only the methods known to change
+    // the representation leave one; an extension method may be read-only (WebDAV's PROPFIND),
+    // so it only invalidates, as RFC 9111 §4.4 asks.
+    let remembers = !superseded.is_empty() || !stored.is_nothing() || flags.preconditions;
+    if stores && remembers && is_known_write(&method) {
+        leave_marker(inner, key, &res, superseded).await;
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// What the store holds of `key` and its group's write marker.
+async fn stored_of<St: CollectableStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    req: &ServiceRequest,
+) -> Stored {
+    let lookup = lookup::lookup(inner, key, req.headers()).await;
+    let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
+    let marker = lookup::write_marker(inner, &marker_key)
+        .await
+        .ok()
+        .flatten();
+    Stored { lookup, marker }
+}
+
+/// The current representation as far as the cache knows it: a fresh stored response this
+/// request may be served (RFC 9111 §3.5: a request with unkeyed credentials is not judged
+/// against one it could not be served), else what the group's last write made stale, else
+/// unknown (the handler judges). A stored strong tag is added to `superseded`.
+fn current_of<'a, St>(
+    inner: &Inner<St>,
+    flags: RequestFlags,
+    stored: &'a Stored,
+    superseded: &mut Vec<Box<[u8]>>,
+) -> Current<'a> {
+    if let Lookup::Hit { entry, .. } = &stored.lookup {
+        if let EntryKind::Response(response) = entry.kind() {
+            // A stale entry may no longer be current: only the handler can judge.
+            if response.status.is_success()
+                && servable(&inner.policy, flags, response)
+                && response.is_fresh(SystemTime::now())
+            {
+                let etag = response.etag.as_ref().map(StoredTag::tag);
+                if let Some(tag) = etag.filter(|t| !t.weak) {
+                    superseded.push(tag.opaque.into());
+                }
+                return Current::Representation {
+                    etag,
+                    last_modified: response.last_modified,
+                };
+            }
+        }
+    }
+    match stored.marker.as_ref().map(CacheEntry::kind) {
+        Some(EntryKind::Modified(m)) => Current::Modified {
+            superseded: &m.superseded,
+            last_modified: m.last_modified,
+        },
+        _ => Current::Unknown,
+    }
+}
+
+/// Leaves the group's write marker: the entity tags the write made stale, and when it happened.
+async fn leave_marker<St: CollectableStore, B>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    res: &ServiceResponse<B>,
+    superseded: Vec<Box<[u8]>>,
+) {
+    let now = SystemTime::now();
+    // Without a Last-Modified from the application, the write time, truncated to HTTP-date
+    // precision, bounds If-Unmodified-Since: the resource certainly changed then.
+    let last_modified = conditional::http_date(res.headers(), &header::LAST_MODIFIED)
+        .unwrap_or_else(|| truncate_to_seconds(now));
+    let marker = CacheEntry::new(
+        now,
+        inner.policy.expiry,
+        EntryKind::Modified(ModifiedMarker {
+            superseded: newest_distinct(superseded, MAX_SUPERSEDED),
+            last_modified: Some(last_modified),
+        }),
+    );
+    let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
+    let _ = inner
+        .timed("set", inner.store.set(&marker_key, marker))
+        .await;
+}
+
+/// Takes the store's lock of the group, waiting for another server's write of it at most
+/// [`STORE_LOCK_WAIT`]. `None`: the store is one process's, failed, or the wait ran out; the
+/// write then goes on without it (logged), as it would without the store.
+async fn lock_in_store<St: CollectableStore>(
+    inner: &Inner<St>,
+    group: &ResourceGroup,
+) -> Option<LockToken> {
+    let coordinator = inner.coordinator()?;
+    let deadline = Instant::now() + STORE_LOCK_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match inner
+            .timed("lock", coordinator.try_lock(group, STORE_LOCK_TTL))
+            .await
+        {
+            Ok(Some(token)) => return Some(token),
+            Ok(None) if Instant::now() < deadline => {
+                actix_web::rt::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Ok(None) => {
+                log::warn!(target: LOG, "write of {group:?} goes on without the store lock: held too long");
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// `PUT`, `PATCH`, `DELETE` and `POST`: the methods known to change the target resource.
+fn is_known_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::PUT | Method::PATCH | Method::DELETE | Method::POST
+    )
+}
+
+/// `time` rounded down to a whole second, the precision of HTTP dates.
+fn truncate_to_seconds(time: SystemTime) -> SystemTime {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// The last `max` distinct tags of `tags` (oldest first), in their original order.
+fn newest_distinct(tags: Vec<Box<[u8]>>, max: usize) -> Box<[Box<[u8]>]> {
+    let mut kept: Vec<Box<[u8]>> = Vec::with_capacity(max.min(tags.len()));
+    for tag in tags.into_iter().rev() {
+        if kept.len() == max {
+            break;
+        }
+        if !kept.contains(&tag) {
+            kept.push(tag);
+        }
+    }
+    kept.reverse();
+    kept.into_boxed_slice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superseded_tags_keep_the_newest() {
+        let tags: Vec<Box<[u8]>> = ["a", "b", "a", "c", "d"]
+            .iter()
+            .map(|t| t.as_bytes().into())
+            .collect();
+        let kept = newest_distinct(tags, 3);
+        let kept: Vec<&[u8]> = kept.iter().map(|t| &**t).collect();
+        assert_eq!(kept, [&b"a"[..], b"c", b"d"]);
+    }
+}
