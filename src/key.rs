@@ -6,10 +6,11 @@
 //! varying headers), with separators that cannot occur inside those parts. No hash stands in
 //! for identity, so two different requests can never share an entry.
 //!
-//! Layout: `GET \n origin \n key-path \n query`, then for a `Vary` variant
-//! `\n \x01vary <generation> (\n name (\0 value)*)*`. Origin and key path hold no control bytes
-//! ([`crate::resource`] escapes them) and the HTTP parser rejects them in the query, so the
-//! layout is unambiguous.
+//! Layout: `GET \n key-path \n origin \n query`, then for a `Vary` variant
+//! `\n \x01vary <generation> (\n name (\0 value)*)*`. The key path holds no control bytes
+//! ([`crate::resource`] escapes them), and header values (the origin's hosts) and the query
+//! cannot hold them (the HTTP parser rejects them), so the layout is unambiguous. The key path
+//! comes first so that a sharded store finds it without scanning the origin.
 
 use std::{
     fmt,
@@ -139,19 +140,21 @@ pub(crate) fn seeded_hash(bytes: &[u8]) -> u64 {
 /// bytes alone (the hit path has no owned key). It decodes the key path's `%25`, `%2F`, `%2B`
 /// only when the path holds a `%`.
 pub(crate) fn shard_hash_of_key(key: &[u8]) -> u64 {
-    let path = third_field(key);
+    let path = key_path_field(key);
     match resource::group_path_of_key_path(path) {
         Some(group) => seeded().hash_one(&group[..]),
         None => seeded().hash_one(path),
     }
 }
 
-/// The bytes between the second and the third `\n` (the key path).
-fn third_field(key: &[u8]) -> &[u8] {
-    let mut fields = key.splitn(4, |&b| b == b'\n');
-    fields.next();
-    fields.next();
-    fields.next().unwrap_or_default()
+/// The key path: the bytes after `GET\n`, up to the next `\n`.
+fn key_path_field(key: &[u8]) -> &[u8] {
+    let rest = key.get(4..).unwrap_or_default();
+    // Paths are short: a plain scan beats a vectorised search's set-up.
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => &rest[..end],
+        None => rest,
+    }
 }
 
 /// A fast, non-cryptographic hash every process computes alike, eight bytes at a time (the
@@ -206,11 +209,11 @@ impl CacheKey {
     pub fn for_get(origin: &str, path: &str, query: &str) -> Self {
         let mut bytes = Vec::with_capacity(8 + origin.len() + path.len() + query.len());
         bytes.extend_from_slice(b"GET\n");
-        bytes.extend_from_slice(origin.as_bytes());
-        bytes.push(b'\n');
         bytes.extend_from_slice(&resource::key_path(path));
         bytes.push(b'\n');
-        bytes.extend_from_slice(query.as_bytes());
+        resource::push_escaped(&mut bytes, origin.as_bytes());
+        bytes.push(b'\n');
+        resource::push_escaped(&mut bytes, query.as_bytes());
         Self {
             bytes: bytes.into(),
             group: Arc::new(ResourceGroup::new(origin, path)),
@@ -222,7 +225,7 @@ impl CacheKey {
     pub(crate) fn of_request(req: &HttpRequest, forwarded: bool) -> Self {
         let mut bytes = Vec::with_capacity(64);
         write_primary(req, &mut bytes, forwarded);
-        let key_path = third_field(&bytes);
+        let key_path = key_path_field(&bytes);
         let group_path = match resource::group_path_of_key_path(key_path) {
             Some(decoded) => String::from_utf8_lossy(&decoded).into_owned(),
             None => String::from_utf8_lossy(key_path).into_owned(),
@@ -243,9 +246,7 @@ impl CacheKey {
     /// `%` written as `%25`, so that [`shard_hash_of_key`] finds the group's shard.
     pub(crate) fn write_marker(group: &Arc<ResourceGroup>, query: &Arc<str>) -> Self {
         let mut bytes = Vec::with_capacity(32 + group.host.len() + group.path.len() + query.len());
-        bytes.extend_from_slice(b"GET\n\x02modified ");
-        bytes.extend_from_slice(group.host.as_bytes());
-        bytes.push(b'\n');
+        bytes.extend_from_slice(b"GET\n");
         for &b in group.path.as_bytes() {
             if b == b'%' {
                 bytes.extend_from_slice(b"%25");
@@ -253,6 +254,8 @@ impl CacheKey {
                 bytes.push(b);
             }
         }
+        bytes.extend_from_slice(b"\n\x02modified ");
+        bytes.extend_from_slice(group.host.as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(query.as_bytes());
         Self {
@@ -353,15 +356,49 @@ impl fmt::Debug for CacheKey {
     }
 }
 
-/// Appends the request's primary key bytes to `buf`: method class, origin, the router's path
-/// (`match_info`, as the router matched it), and the query string as sent.
+/// Appends the request's primary key bytes to `buf`: method class, the router's path
+/// (`match_info`, as the router matched it), origin, and the query string as sent.
 pub(crate) fn write_primary(req: &HttpRequest, buf: &mut Vec<u8>, forwarded: bool) {
     buf.extend_from_slice(b"GET\n");
+    let url = req.match_info();
+    let path = url.as_str().as_bytes();
+    // The router's path holds a control byte only where the raw path escaped one.
+    if url.get_ref().uri().path().as_bytes().contains(&b'%') {
+        resource::push_escaped(buf, path);
+    } else {
+        buf.extend_from_slice(path);
+    }
+    buf.push(b'\n');
     origin::write_origin(req, buf, forwarded);
     buf.push(b'\n');
-    resource::push_escaped(buf, req.match_info().as_str().as_bytes());
-    buf.push(b'\n');
     buf.extend_from_slice(req.query_string().as_bytes());
+}
+
+/// Whether `req` has `key` as its primary key (a middleware did not rewrite it since).
+pub(crate) fn same_primary(req: &HttpRequest, key: &CacheKey, forwarded: bool) -> bool {
+    with_key_buffer(|buf| {
+        write_primary(req, buf, forwarded);
+        buf[..] == *key.as_bytes()
+    })
+}
+
+thread_local! {
+    /// The buffer hit-path keys are built in, reused by every request of the worker thread.
+    static KEY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
+pub(crate) fn with_key_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    KEY_BUFFER.with(|buf| {
+        let mut fresh = Vec::new();
+        let mut borrowed = buf.try_borrow_mut();
+        let buf = match borrowed.as_mut() {
+            Ok(buf) => &mut **buf,
+            Err(_) => &mut fresh,
+        };
+        buf.clear();
+        f(buf)
+    })
 }
 
 /// Appends the variant part to a primary key: the marker's generation and the request values
@@ -457,6 +494,14 @@ mod tests {
             CacheKey::for_get("http://a", "/u/%31", ""),
             CacheKey::for_get("http://a", "/u/1", "")
         );
+    }
+
+    #[test]
+    fn the_key_path_is_the_second_field() {
+        let key = CacheKey::for_get("http://a", "/x/y", "q=1");
+        assert_eq!(key_path_field(key.as_bytes()), b"/x/y");
+        assert_eq!(key_path_field(b"GET\n/p"), b"/p");
+        assert_eq!(key_path_field(b"GE"), b"");
     }
 
     #[test]

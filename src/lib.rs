@@ -309,9 +309,9 @@ pub mod __bench {
     ) -> usize {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(b"GET\n");
-        buf.extend_from_slice(origin.as_bytes());
-        buf.push(b'\n');
         crate::resource::push_escaped(&mut buf, crate::resource::router_path(path).as_bytes());
+        buf.push(b'\n');
+        buf.extend_from_slice(origin.as_bytes());
         buf.push(b'\n');
         buf.extend_from_slice(query.as_bytes());
         if !vary.is_empty() {

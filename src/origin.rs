@@ -87,9 +87,13 @@ pub(crate) fn write_origin(req: &HttpRequest, out: &mut Vec<u8>, forwarded: bool
     }
 }
 
-/// Appends `s` lowercased, control bytes escaped (a key holds no `\n`).
+/// Appends `s` lowercased. A header value cannot hold `\n` (the HTTP parser rejects control
+/// bytes but tab), so the key layout holds.
 fn push_lowercase(out: &mut Vec<u8>, s: &str) {
     let start = out.len();
-    crate::resource::push_escaped(out, s.as_bytes());
-    out[start..].make_ascii_lowercase();
+    out.extend_from_slice(s.as_bytes());
+    let pushed = &mut out[start..];
+    if pushed.iter().any(u8::is_ascii_uppercase) {
+        pushed.make_ascii_lowercase();
+    }
 }

@@ -65,11 +65,17 @@ fn is_control(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }
 
+/// Whether `s` holds a control byte or DEL.
+pub(crate) fn has_control(s: &[u8]) -> bool {
+    // No early exit: the compiler turns this into a few wide compares.
+    s.iter().fold(false, |any, &b| any | is_control(b))
+}
+
 /// Appends `s` with control bytes (and DEL) written as `%XX`. A router path can hold them
 /// (`%0A` decodes to a newline), but never the literal text of such an escape (the router
 /// decodes it), so the result is still exact.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
-    if !s.iter().copied().any(is_control) {
+    if !has_control(s) {
         out.extend_from_slice(s);
         return;
     }
@@ -161,8 +167,10 @@ pub(crate) fn group_host(host: &str) -> String {
     };
     let bare = without_port.strip_suffix('.').unwrap_or(without_port);
     let mut out = Vec::with_capacity(bare.len());
-    push_escaped(&mut out, bare.to_ascii_lowercase().as_bytes());
-    String::from_utf8_lossy(&out).into_owned()
+    push_escaped(&mut out, bare.as_bytes());
+    out.make_ascii_lowercase();
+    // `bare` is a `str` and the escapes are ASCII: UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The host part of an origin as keys spell it (`scheme://host[:port][ extra...]`), or of a bare

@@ -1,7 +1,7 @@
 //! Invalidation, RFC 9111 §4.4: one plan and one apply for what a successful unsafe request
 //! makes stale, whichever way it reached the cache.
 
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use actix_web::{
     dev::ServiceResponse,
@@ -14,8 +14,8 @@ use actix_web::{
 
 use super::{Inner, LOG};
 use crate::{
-    guard, origin, request::RequestFlags, resource, store::CollectTarget, store::CollectableStore,
-    CacheKey,
+    guard, key, origin, request::RequestFlags, resource, store::CollectTarget,
+    store::CollectableStore, CacheKey,
 };
 
 /// The groups a write makes stale, each already recorded in the race guard.
@@ -42,13 +42,16 @@ pub(super) fn plan<St, B>(
     }
     let every_query = inner.policy.collect_query_variants;
     let of_key = |k: &CacheKey, every_query: bool| {
-        let query = (!every_query).then(|| k.query().into());
-        CollectTarget::of_group(k.resource().clone(), query)
+        let query = (!every_query).then(|| Arc::clone(k.query_handle()));
+        CollectTarget::of_group(Arc::clone(k.resource_handle()), query)
     };
     let mut targets = vec![of_key(key, every_query)];
     let req = res.request();
-    let handler = CacheKey::of_request(req, RequestFlags::of(req.headers()).forwarded);
-    targets.push(of_key(&handler, every_query));
+    let forwarded = RequestFlags::of(req.headers()).forwarded;
+    if !key::same_primary(req, key, forwarded) {
+        // A middleware inside rewrote the request: what the handler changed is its resource.
+        targets.push(of_key(&CacheKey::of_request(req, forwarded), every_query));
+    }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         if let Some(other) = same_origin_key(req, res.headers().get(&name)) {
             targets.push(of_key(&other, false));

@@ -1,7 +1,7 @@
 //! Store lookups: what the store holds for a request's key, synchronously where the store can
 //! answer at once ([`CacheStore::get_now`]), awaited otherwise.
 
-use std::{cell::RefCell, time::SystemTime};
+use std::time::SystemTime;
 
 use actix_web::{
     dev::ServiceRequest,
@@ -11,7 +11,7 @@ use actix_web::{
 use super::{Inner, LOG};
 use crate::{
     entry::EntryKind,
-    key::{self, push_variant},
+    key::{self, push_variant, with_key_buffer},
     policy::Visibility,
     store::{CacheStore, CollectableStore, StoreError},
     CacheEntry, CacheKey,
@@ -39,25 +39,6 @@ impl Lookup {
             _ => None,
         }
     }
-}
-
-thread_local! {
-    /// The buffer hit-path keys are built in, reused by every request of the worker thread.
-    static KEY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with the per-thread key buffer, cleared (a fresh one if it is already in use).
-fn with_key_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
-    KEY_BUFFER.with(|buf| {
-        let mut fresh = Vec::new();
-        let mut borrowed = buf.try_borrow_mut();
-        let buf = match borrowed.as_mut() {
-            Ok(buf) => &mut **buf,
-            Err(_) => &mut fresh,
-        };
-        buf.clear();
-        f(buf)
-    })
 }
 
 /// Looks a `GET`/`HEAD` up without awaiting, for stores that can answer at once. The key bytes
@@ -225,11 +206,7 @@ impl Identity {
             return true;
         }
         let forwarded = crate::request::RequestFlags::of(handler.headers()).forwarded;
-        let same_key = with_key_buffer(|buf| {
-            key::write_primary(handler, buf, forwarded);
-            buf[..] == *self.key.as_bytes()
-        });
-        !same_key
+        !key::same_primary(handler, &self.key, forwarded)
             || vary.iter().any(|name| {
                 !self
                     .headers

@@ -58,7 +58,7 @@ struct State {
     entries: LruCache<CacheKey, CacheEntry>,
     /// Every key stored per resource, so that `collect` never scans the whole cache. Most
     /// resources have one or two keys: a small vector beats a set.
-    by_resource: HashMap<Arc<ResourceGroup>, Vec<CacheKey>>,
+    by_resource: HashMap<Arc<ResourceGroup>, Vec<CacheKey>, foldhash::fast::RandomState>,
     bytes: usize,
     max_bytes: usize,
     max_entries: usize,
@@ -123,7 +123,7 @@ impl MemoryStore {
             .map(|_| {
                 Mutex::new(State {
                     entries: LruCache::unbounded(),
-                    by_resource: HashMap::new(),
+                    by_resource: HashMap::default(),
                     bytes: 0,
                     max_bytes: DEFAULT_MAX_BYTES.div_ceil(n),
                     max_entries: per_shard,

@@ -22,7 +22,7 @@ mod redis_scripts;
 #[cfg(feature = "redis")]
 mod tiered;
 
-use std::{error::Error as StdError, fmt, future::Future, time::Duration};
+use std::{error::Error as StdError, fmt, future::Future, sync::Arc, time::Duration};
 
 use futures_util::future::LocalBoxFuture;
 
@@ -182,8 +182,8 @@ pub trait CacheStore: 'static {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectTarget {
-    resource: ResourceGroup,
-    query: Option<Box<str>>,
+    resource: Arc<ResourceGroup>,
+    query: Option<Arc<str>>,
 }
 
 impl CollectTarget {
@@ -199,11 +199,14 @@ impl CollectTarget {
     /// ```
     pub fn new(resource: ResourceGroup, query: Option<Box<str>>) -> Self {
         let query = query.map(|q| crate::resource::group_query(&q).into());
-        Self { resource, query }
+        Self {
+            resource: Arc::new(resource),
+            query,
+        }
     }
 
     /// A target whose query is already in group form.
-    pub(crate) fn of_group(resource: ResourceGroup, query: Option<Box<str>>) -> Self {
+    pub(crate) fn of_group(resource: Arc<ResourceGroup>, query: Option<Arc<str>>) -> Self {
         Self { resource, query }
     }
 
@@ -242,7 +245,8 @@ impl CollectTarget {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
     /// ```
     pub fn matches(&self, key: &CacheKey) -> bool {
-        key.resource() == &self.resource && self.query.as_deref().is_none_or(|q| q == key.query())
+        (Arc::ptr_eq(key.resource_handle(), &self.resource) || *key.resource() == *self.resource)
+            && self.query.as_deref().is_none_or(|q| q == key.query())
     }
 }
 

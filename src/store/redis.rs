@@ -42,7 +42,7 @@ pub(crate) fn parse_invalidation(message: &str) -> Option<CollectTarget> {
         q => Some(q.strip_prefix('=')?.into()),
     };
     Some(CollectTarget::of_group(
-        ResourceGroup::from_canonical(host, path),
+        std::sync::Arc::new(ResourceGroup::from_canonical(host, path)),
         query,
     ))
 }

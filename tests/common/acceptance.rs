@@ -864,15 +864,25 @@ async fn a_write_through_an_alias_collects_the_plain_path<St: CollectableStore +
     let backend = Backend::new();
     let app = app!(store, backend);
     let base = unique("alias");
-    let plain = format!("{base}/a/b");
-    let alias = format!("{base}/a%2Fb");
-    for (read, write) in [(&plain, &alias), (&alias, &plain)] {
-        let reads = backend.reads.get();
+    let pairs = [
+        (format!("{base}/a/b"), format!("{base}/a%2Fb")),
+        (format!("{base}/x"), format!("{base}/%78")),
+        (
+            format!("{base}/q?page=2&s=1"),
+            format!("{base}/q?s=1&page=%32"),
+        ),
+    ];
+    let both_ways = pairs
+        .iter()
+        .flat_map(|(plain, alias)| [(plain, alias), (alias, plain)]);
+    for (read, write) in both_ways {
+        // The first GET may hit what the previous round stored (the router may see one path).
         send!(app, TestRequest::get().uri(read));
+        let reads = backend.reads.get();
         send!(app, TestRequest::get().uri(read));
         assert_eq!(
             backend.reads.get(),
-            reads + 1,
+            reads,
             "http ({POINT}): {read} was not stored"
         );
         let res = send!(app, TestRequest::patch().uri(write).set_payload("x"));
@@ -880,7 +890,7 @@ async fn a_write_through_an_alias_collects_the_plain_path<St: CollectableStore +
         let res = send!(app, TestRequest::get().uri(read));
         assert_eq!(
             backend.reads.get(),
-            reads + 2,
+            reads + 1,
             "http ({POINT}): GET {read} after PATCH {write} was a stale hit"
         );
         let v = backend.version.load(Ordering::SeqCst);
