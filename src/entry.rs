@@ -288,6 +288,7 @@ impl CacheEntry {
 
     /// Whether the entry may be reused as it is at `now`: a stored response while fresh, a
     /// marker until it expires.
+    #[cfg(feature = "redis")]
     pub(crate) fn is_fresh(&self, now: SystemTime) -> bool {
         match &self.inner.kind {
             EntryKind::Response(r) => r.is_fresh(now) && !self.is_expired(now),

@@ -68,6 +68,7 @@ impl ResourceGroup {
     }
 
     /// A group from parts already in group form (as a store reads them back).
+    #[cfg(feature = "redis")]
     pub(crate) fn from_canonical(host: &str, path: &str) -> Self {
         Self {
             host: host.into(),
@@ -104,6 +105,7 @@ impl ResourceGroup {
     }
 
     /// A hash every server computes alike, for stores several servers share (Redis hash tags).
+    #[cfg(feature = "redis")]
     pub(crate) fn stable_fingerprint(&self) -> u64 {
         let mut bytes = Vec::with_capacity(2 + self.host.len() + self.path.len());
         bytes.extend_from_slice(self.host.as_bytes());
@@ -159,6 +161,7 @@ fn key_path_field(key: &[u8]) -> &[u8] {
 
 /// A fast, non-cryptographic hash every process computes alike, eight bytes at a time (the
 /// FxHash step). Only for stores several servers share, which must agree on it.
+#[cfg(feature = "redis")]
 pub(crate) fn word_hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let step = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);

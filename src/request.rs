@@ -1,6 +1,9 @@
 //! What the cache needs to know of a request's headers, found in one pass over them.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{
+    header::{self, HeaderMap},
+    Method,
+};
 
 /// Which of the headers the cache acts on a request carries.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,4 +39,14 @@ impl RequestFlags {
         }
         flags
     }
+}
+
+/// Every method but the safe ones (RFC 9110 §9.2.1) may change the resource: `PUT`, `PATCH`,
+/// `DELETE`, `POST`, and extension methods such as WebDAV's `PROPPATCH` or `MOVE`. RFC 9111 §4.4
+/// asks a cache to invalidate after any of them succeeds. `CONNECT` never reaches a handler.
+pub(crate) fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    )
 }

@@ -18,8 +18,8 @@ use super::{
     answer::{self, Representation},
     coalesce::Outcome,
     nested::mark_handled,
-    read::Trip,
     status::{Detail, CACHE_STATUS},
+    trip::{Guard, Guarded, Trip},
     Inner, LOG,
 };
 use crate::{
@@ -376,48 +376,6 @@ async fn store_variant_marker<St: CollectableStore>(
         return None;
     }
     Some(at.key.variant(&at.plan.vary, generation, at.headers))
-}
-
-/// What a miss read before its handler ran, to tell afterwards whether a write happened since.
-#[derive(Clone, Copy)]
-pub(super) struct Guard {
-    /// This process's write epoch ([`guard::epoch`]).
-    pub(super) epoch: u64,
-    /// The store's write generation of the resource, for stores several servers share.
-    pub(super) generation: Guarded,
-}
-
-#[derive(Clone, Copy)]
-pub(super) enum Guarded {
-    /// The generation read (`None`: the store keeps none).
-    Generation(Option<u64>),
-    /// The store could not say: storing could revive what another server's write collected.
-    Unknown,
-}
-
-impl Guard {
-    /// Reads the guard before a miss calls its handler: this process's write epoch (read by the
-    /// caller before its lookup), and the store's write generation of the group where several
-    /// servers share the store. Unknown when the store fails: then nothing is stored.
-    pub(super) async fn read<St: CollectableStore>(
-        inner: &Inner<St>,
-        key: &CacheKey,
-        epoch: u64,
-    ) -> Self {
-        let generation = match inner.coordinator() {
-            Some(c) if inner.policy.visibility != Visibility::Private => {
-                match inner
-                    .timed("generation", c.generation(key.resource()))
-                    .await
-                {
-                    Ok(generation) => Guarded::Generation(Some(generation)),
-                    Err(_) => Guarded::Unknown,
-                }
-            }
-            _ => Guarded::Generation(None),
-        };
-        Self { epoch, generation }
-    }
 }
 
 /// The store's conditional set; a store of one process has none and sets.

@@ -15,8 +15,7 @@ use super::{
     answer::{serve_hit, Hit},
     lookup::{self, Identity, Lookup},
     nested::{BackgroundRefresh, OuterCache},
-    read::Forward,
-    status::{Detail, CACHE_STATUS},
+    status::{Detail, Fwd, CACHE_STATUS},
     Inner, LOG,
 };
 use crate::{
@@ -28,6 +27,7 @@ use crate::{
     policy::{Policy, Visibility},
     request::RequestFlags,
     store::CollectableStore,
+    CacheEntry,
 };
 
 /// What joining a key's flight gave.
@@ -78,7 +78,8 @@ pub(super) async fn join<St: CollectableStore>(
     inner: &Inner<St>,
     req: ServiceRequest,
     identity: &Identity,
-    forward: &Forward,
+    fwd: Fwd,
+    marker: Option<&CacheEntry>,
 ) -> Joined {
     // A `Cache` around this one already coalesces (waiting on its flight would wait on
     // itself), and a background refresh already holds its key's flight.
@@ -89,7 +90,7 @@ pub(super) async fn join<St: CollectableStore>(
     if exempt || !coalesces(&inner.policy, req.headers()) {
         return Joined::Go(req, None);
     }
-    let hash = flight_hash(identity, forward, req.headers());
+    let hash = flight_hash(identity, marker, req.headers());
     if guard::is_uncacheable(hash) {
         return Joined::Go(req, None);
     }
@@ -108,7 +109,7 @@ pub(super) async fn join<St: CollectableStore>(
         // The leader is too slow: this request goes itself.
         return Joined::Go(req, None);
     }
-    match collapsed_hit(inner, req, identity, forward).await {
+    match collapsed_hit(inner, req, identity, fwd).await {
         Ok(res) => Joined::Answered(res),
         Err(req) => Joined::Go(req, None),
     }
@@ -116,8 +117,8 @@ pub(super) async fn join<St: CollectableStore>(
 
 /// The flight of a key: each `Vary` variant has one of its own. Seeded, so a client cannot aim
 /// its requests at another key's flight.
-fn flight_hash(identity: &Identity, forward: &Forward, headers: &HeaderMap) -> u64 {
-    match forward.marker.as_ref().map(|m| m.kind()) {
+fn flight_hash(identity: &Identity, marker: Option<&CacheEntry>, headers: &HeaderMap) -> u64 {
+    match marker.map(CacheEntry::kind) {
         Some(EntryKind::Variants(v)) => seeded_hash(
             identity
                 .key
@@ -142,7 +143,7 @@ async fn collapsed_hit<St: CollectableStore>(
     inner: &Inner<St>,
     req: ServiceRequest,
     identity: &Identity,
-    forward: &Forward,
+    fwd: Fwd,
 ) -> Result<ServiceResponse<BoxBody>, ServiceRequest> {
     let now = SystemTime::now();
     let Lookup::Hit { entry, .. } = lookup::lookup(inner, &identity.key, req.headers()).await
@@ -171,7 +172,7 @@ async fn collapsed_hit<St: CollectableStore>(
         now,
         preconditions,
     );
-    if let Some(v) = inner.statuses.get(forward.fwd, Detail::Collapsed) {
+    if let Some(v) = inner.statuses.get(fwd, Detail::Collapsed) {
         res.headers_mut().insert(CACHE_STATUS, v);
     }
     Ok(res)

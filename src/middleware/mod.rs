@@ -9,6 +9,7 @@
 //! | 3a | [`coalesce`] | concurrent misses of one key call the handler once; one `land` for every way a flight ends |
 //! | 3b | [`stale`] | stale-while-revalidate and stale-if-error (RFC 5861); returns a refresh for `read` to start |
 //! | 3c | [`revalidate`] | the conditional request to the handler and the RFC 9111 §4.3.4 merge of its `304` |
+//! | 3d | [`trip`] | what a forwarded request carries to its finish: why it went, the race guard, its flight |
 //! | 4 | [`admit`] | what is stored, under the key the lookup used, guarded against writes in flight |
 //! | 5 | [`answer`] | one `respond` builds every answer from a representation: hit, `304`, `412`, stale |
 //! | — | [`write`] | unsafe methods: locks → preconditions → handler → invalidation |
@@ -33,6 +34,7 @@ mod revalidate;
 mod service;
 mod stale;
 mod status;
+mod trip;
 mod write;
 
 use std::future::Future;

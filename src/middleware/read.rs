@@ -6,21 +6,22 @@ use actix_service::Service;
 use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::{header::HeaderMap, Method, StatusCode},
+    http::{Method, StatusCode},
     Error, HttpMessage,
 };
 use futures_util::FutureExt;
 
 use super::{
-    admit::{self, Guard},
+    admit,
     answer::{self, Hit},
-    coalesce::{self, Joined, Landing, Outcome},
+    coalesce::{self, Joined, Outcome},
     invalidate,
     lookup::{self, Identity, Lookup},
     nested::{BackgroundRefresh, Handled, HandledStored, OuterCache},
     revalidate,
     stale::{self, Refresh},
     status::Fwd,
+    trip::{Forward, Guard, Trip},
     Inner, LOG,
 };
 use crate::{
@@ -42,44 +43,6 @@ pub(super) enum Decision {
     OnlyIfCached,
     /// Go to the handler.
     Forward(Forward),
-}
-
-/// Why and with what a request goes to the handler.
-pub(super) struct Forward {
-    pub(super) fwd: Fwd,
-    /// A stored response that may not be reused as it is, but can be revalidated.
-    pub(super) stale: Option<CacheEntry>,
-    /// A stale response RFC 5861 `stale-if-error` lets answer if the handler fails.
-    pub(super) fallback: Option<CacheEntry>,
-    /// The variant marker the lookup found, which a new variant joins.
-    pub(super) marker: Option<CacheEntry>,
-}
-
-/// What a forwarded request takes to its finish.
-pub(super) struct Trip {
-    pub(super) identity: Identity,
-    pub(super) forward: Forward,
-    pub(super) guard: Guard,
-    /// The client's own preconditions, set aside for a revalidation.
-    pub(super) conditions: Option<HeaderMap>,
-    pub(super) flight: Option<Landing>,
-}
-
-impl Trip {
-    /// Ends the key's flight, if this request leads one.
-    pub(super) fn land(self, outcome: Outcome) {
-        if let Some(flight) = self.flight {
-            flight.land(outcome);
-        }
-    }
-
-    /// The lookup's variant marker, when it is one.
-    pub(super) fn variant_marker(&self) -> Option<&CacheEntry> {
-        self.forward
-            .marker
-            .as_ref()
-            .filter(|m| matches!(m.kind(), EntryKind::Variants(_)))
-    }
 }
 
 /// `GET` and `HEAD`: serve from the store, or call the handler and store what may be stored.
@@ -131,7 +94,8 @@ where
             marker: None,
         },
     };
-    let (req, flight) = match coalesce::join(&inner, req, &identity, &forward).await {
+    let joined = coalesce::join(&inner, req, &identity, forward.fwd, forward.marker.as_ref());
+    let (req, flight) = match joined.await {
         Joined::Answered(res) => return Ok(res.map_into_right_body()),
         Joined::Go(req, flight) => (req, flight),
     };
@@ -274,7 +238,7 @@ where
     }
     // A middleware inside turned the read into a write (a method override): what it changed
     // is invalidated as any write's would be, and nothing is stored.
-    if super::service::is_unsafe(res.request().method()) {
+    if crate::request::is_unsafe(res.request().method()) {
         if let Some(plan) = invalidate::plan(inner, &trip.identity.key, &res) {
             invalidate::apply(inner, plan).await;
         }

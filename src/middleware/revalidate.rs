@@ -14,8 +14,8 @@ use super::{
     admit::{self, is_stored_field, named_by_connection, Placement},
     answer::{self, Representation},
     nested::{ClientConditions, PRECONDITION_FIELDS},
-    read::Trip,
     status::Detail,
+    trip::Trip,
     Inner, LOG,
 };
 use crate::{

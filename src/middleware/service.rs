@@ -139,7 +139,7 @@ fn sort<St: CollectableStore, B>(inner: &Inner<St>, mut req: ServiceRequest) -> 
         }
         return Route::Read(req, lookup);
     }
-    if !is_unsafe(method) {
+    if !crate::request::is_unsafe(method) {
         return Route::PassThrough(req);
     }
     let flags = RequestFlags::of(req.headers());
@@ -161,16 +161,6 @@ fn sort<St: CollectableStore, B>(inner: &Inner<St>, mut req: ServiceRequest) -> 
         return Route::WriteThrough(req, key);
     }
     Route::Write(req, key, stored)
-}
-
-/// Every method but the safe ones (RFC 9110 §9.2.1) may change the resource: `PUT`, `PATCH`,
-/// `DELETE`, `POST`, and extension methods such as WebDAV's `PROPPATCH` or `MOVE`. RFC 9111 §4.4
-/// asks a cache to invalidate after any of them succeeds. `CONNECT` never reaches a handler.
-pub(super) fn is_unsafe(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
-    )
 }
 
 pin_project! {
