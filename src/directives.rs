@@ -181,14 +181,16 @@ fn next_directive(bytes: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
     }
 }
 
+/// The directives of one `Cache-Control` line, for tests.
+#[cfg(test)]
+pub(crate) fn cc(s: &str) -> Directives {
+    let v = HeaderValue::from_str(s).unwrap();
+    Directives::parse(std::iter::once(&v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cc(s: &str) -> Directives {
-        let v = HeaderValue::from_str(s).unwrap();
-        Directives::parse(std::iter::once(&v))
-    }
 
     #[test]
     fn directives_are_case_insensitive_and_quoted_values_hold_commas() {

@@ -495,12 +495,8 @@ pub(crate) fn entry_age(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directives::cc;
     use actix_web::http::header::HeaderValue;
-
-    fn cc(s: &str) -> Directives {
-        let v = HeaderValue::from_str(s).unwrap();
-        Directives::parse(std::iter::once(&v))
-    }
 
     #[test]
     fn lifetime_takes_the_smallest_and_subtracts_age() {

@@ -89,12 +89,25 @@ where
     };
     // A prefetched lookup predates the lock: look again once it is held.
     let prefetched = prefetched.filter(|_| lock.is_none());
-    let result = judge_and_run(&service, &inner, req, &key, prefetched).await;
+    let target = Target {
+        key: &key,
+        flags,
+        prefetched,
+    };
+    let result = judge_and_run(&service, &inner, req, target).await;
     if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
         let _ = inner.timed("unlock", c.unlock(key.resource(), token)).await;
     }
     drop(lock);
     result
+}
+
+/// What a write targets: its key as it reached the cache, its request flags, and what a
+/// synchronous lookup found (`None`: look it up).
+struct Target<'a> {
+    key: &'a CacheKey,
+    flags: RequestFlags,
+    prefetched: Option<Stored>,
 }
 
 /// Judges the preconditions against what is stored, calls the handler if they pass, then
@@ -103,15 +116,18 @@ async fn judge_and_run<S, B, St>(
     service: &Rc<S>,
     inner: &Rc<Inner<St>>,
     req: ServiceRequest,
-    key: &CacheKey,
-    prefetched: Option<Stored>,
+    target: Target<'_>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
     B: MessageBody + 'static,
     St: CollectableStore,
 {
-    let flags = RequestFlags::of(req.headers());
+    let Target {
+        key,
+        flags,
+        prefetched,
+    } = target;
     let stores = inner.policy.visibility != Visibility::Private;
     let stored = match prefetched {
         Some(stored) => stored,
