@@ -212,6 +212,26 @@ pub(crate) fn precondition_failed() -> HttpResponse<BoxBody> {
     HttpResponse::with_body(StatusCode::PRECONDITION_FAILED, Bytes::new()).map_into_boxed_body()
 }
 
+/// How long a client is asked to wait before retrying a write the cache could not judge.
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
+
+/// `503 Service Unavailable` with `Retry-After`, `Cache-Control: no-store` and an empty body
+/// (`Content-Length: 0`): the answer to a conditional write whose current validator cannot be
+/// known, or whose resource lock cannot be taken. The handler did not run.
+pub(crate) fn validator_unavailable() -> HttpResponse<BoxBody> {
+    let mut res = HttpResponse::with_body(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
+    let headers = res.headers_mut();
+    headers.insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_AFTER_SECS),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res.map_into_boxed_body()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,8 +252,8 @@ pub use crate::{
         DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE, DEFAULT_STORE_TIMEOUT,
     },
     store::{
-        CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, LockToken,
-        MemoryStore, StoreError, DEFAULT_MAX_BYTES,
+        CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, Generation,
+        LockToken, MemoryStore, StoreError, DEFAULT_MAX_BYTES, DEFAULT_MAX_VARIANTS,
     },
 };
 

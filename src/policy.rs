@@ -100,6 +100,8 @@ pub(crate) struct Policy {
     pub(crate) max_body_size: usize,
     pub(crate) store_timeout: Duration,
     pub(crate) collect_query_variants: bool,
+    /// Conditional writes go on when their validator cannot be known (unsafe).
+    pub(crate) fail_open_writes: bool,
     pub(crate) cache_status: Option<String>,
     /// Shared-cache mode: the response's own headers decide freshness (RFC 9111 §4.2).
     pub(crate) shared: bool,
@@ -126,6 +128,7 @@ impl Default for Policy {
             max_body_size: DEFAULT_MAX_BODY_SIZE,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             collect_query_variants: false,
+            fail_open_writes: false,
             cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_owned()),
             shared: false,
             heuristic: None,

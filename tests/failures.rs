@@ -150,7 +150,8 @@ async fn failing_store_still_answers_conditional_get() {
     assert_eq!(calls.get(), 2);
 }
 
-// DESIGN "Failure": writes with a failing store still reach the handler, preconditions and all.
+// DESIGN "Failure": writes with a failing store still reach the handler; a conditional one
+// fails closed (its current validator cannot be known): 503 with Retry-After, handler not run.
 #[actix_web::test]
 async fn failing_store_lets_writes_reach_the_handler() {
     let calls = Calls::default();
@@ -162,14 +163,39 @@ async fn failing_store_lets_writes_reach_the_handler() {
     let res = call_service(&app, plain).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body(res).await, "put");
-    // Without a stored validator the cache cannot judge If-Match: the handler decides.
+    let conditional = TestRequest::put()
+        .uri("/item")
+        .insert_header((header::IF_MATCH, "\"whatever\""))
+        .to_request();
+    let res = call_service(&app, conditional).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&res, header::RETRY_AFTER), "1");
+    assert_eq!(
+        actix_web::body::MessageBody::size(res.response().body()),
+        actix_web::body::BodySize::Sized(0)
+    );
+    assert_eq!(calls.get(), 1, "a conditional write ran unjudged");
+}
+
+// `fail_open_conditional_writes`: the documented unsafe choice hands the write to the handler.
+#[actix_web::test]
+async fn failing_store_with_fail_open_lets_conditional_writes_through() {
+    let calls = Calls::default();
+    let app = app!(
+        Cache::new(FailingStore).fail_open_conditional_writes(),
+        calls
+    );
     let conditional = TestRequest::put()
         .uri("/item")
         .insert_header((header::IF_MATCH, "\"whatever\""))
         .to_request();
     let res = call_service(&app, conditional).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(calls.get(), 2, "a write did not reach the handler");
+    assert_eq!(
+        calls.get(),
+        1,
+        "the fail-open write did not reach the handler"
+    );
 }
 
 // DESIGN "Failure" + `store_timeout`: a store that never answers costs at most the timeout per

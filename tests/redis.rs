@@ -620,7 +620,7 @@ async fn a_write_over_an_expired_local_copy_still_collects_in_redis() {
         )
         .await
         .unwrap();
-    let gen_before = actix_response_cache::Coordinate::generation(&other, key.resource())
+    let gen_before = actix_response_cache::Coordinate::generation(&other, &key)
         .await
         .unwrap();
 
@@ -633,7 +633,7 @@ async fn a_write_over_an_expired_local_copy_still_collects_in_redis() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 
     assert_ne!(
-        actix_response_cache::Coordinate::generation(&other, key.resource())
+        actix_response_cache::Coordinate::generation(&other, &key)
             .await
             .unwrap(),
         gen_before,
@@ -783,11 +783,14 @@ async fn conditional_writes_wait_for_another_servers_lock() {
         .resource()
         .clone();
     use actix_response_cache::Coordinate;
-    let token = other_server
-        .try_lock(&resource, Duration::from_secs(10))
-        .await
-        .unwrap()
-        .expect("the other server takes the lock");
+    let token = actix_response_cache::LockToken::new(0xabc);
+    assert!(
+        other_server
+            .try_lock(&resource, token, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        "the other server takes the lock"
+    );
     let patch = call_service(
         &app,
         TestRequest::patch()
@@ -810,8 +813,11 @@ async fn conditional_writes_wait_for_another_servers_lock() {
     assert_eq!(calls.get(), 2);
     // Released after the write: the other server can take it at once.
     assert!(other_server
-        .try_lock(&resource, Duration::from_secs(10))
+        .try_lock(
+            &resource,
+            actix_response_cache::LockToken::new(0xabd),
+            Duration::from_secs(10)
+        )
         .await
-        .unwrap()
-        .is_some());
+        .unwrap());
 }

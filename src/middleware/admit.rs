@@ -29,7 +29,7 @@ use crate::{
     freshness::{self, NotStored, StorePlan},
     guard,
     policy::{Policy, Visibility},
-    store::{CollectableStore, StoreError},
+    store::{CollectableStore, Generation, StoreError},
     CacheEntry, CacheKey,
 };
 
@@ -318,6 +318,10 @@ pub(super) async fn store_fresh<St: CollectableStore>(
         log::trace!(target: LOG, "not stored {key:?}: written while in flight");
         return false;
     }
+    if super::backlog::holds::<St>(resource) {
+        log::trace!(target: LOG, "not stored {key:?}: a collect of it is outstanding");
+        return false;
+    }
     let target = if at.plan.vary.is_empty() {
         key.clone()
     } else {
@@ -351,7 +355,7 @@ async fn store_variant_marker<St: CollectableStore>(
     inner: &Inner<St>,
     at: &Placement<'_>,
     entry: &CacheEntry,
-    write_generation: Option<u64>,
+    write_generation: Option<Generation>,
 ) -> Option<CacheKey> {
     let joined = at.marker.and_then(|m| match m.kind() {
         EntryKind::Variants(v) if *v.names == *at.plan.vary => Some((v.generation, m.expires_at())),
@@ -383,7 +387,7 @@ async fn set_if_generation<St: CollectableStore>(
     inner: &Inner<St>,
     key: &CacheKey,
     entry: CacheEntry,
-    generation: u64,
+    generation: Generation,
 ) -> Result<bool, StoreError> {
     match inner.coordinator() {
         Some(c) => c.set_if_generation(key, entry, generation).await,
@@ -396,7 +400,7 @@ async fn guarded_set<St: CollectableStore>(
     inner: &Inner<St>,
     key: &CacheKey,
     entry: CacheEntry,
-    generation: Option<u64>,
+    generation: Option<Generation>,
 ) -> bool {
     match generation {
         Some(generation) => match inner

@@ -81,6 +81,7 @@ impl<St: CollectableStore> Cache<St> {
                 store,
                 policy: Policy::default(),
                 statuses: Statuses::new(Some(crate::policy::DEFAULT_CACHE_STATUS_NAME)),
+                backlog: Default::default(),
             }),
         }
     }
@@ -209,6 +210,28 @@ impl<St> Cache<St> {
             "Cache::store_timeout: the timeout must be positive"
         );
         self.policy_mut(|p| p.store_timeout = timeout)
+    }
+
+    /// Lets conditional writes go on when their current validator cannot be known. **Unsafe:**
+    /// a lost update becomes possible.
+    ///
+    /// By default a write with `If-Match`, `If-Unmodified-Since` or `If-None-Match` fails
+    /// closed: when the store cannot say what it holds of the resource (it failed, timed out,
+    /// or a collect of the resource has not reached it yet), when the lock of the resource
+    /// cannot be taken within 5 s (in this process, or in a store several servers share), the
+    /// request gets `503 Service Unavailable` with `Retry-After: 1` and the handler does not
+    /// run. With this option such a write is handed to the handler unjudged, as if nothing were
+    /// cached (the handler must then check the precondition itself).
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).fail_open_conditional_writes();
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn fail_open_conditional_writes(self) -> Self {
+        self.policy_mut(|p| p.fail_open_writes = true)
     }
 
     /// When on, a successful write to `/items?page=2` also drops the stored responses of

@@ -1,7 +1,7 @@
 //! Invalidation, RFC 9111 §4.4: one plan and one apply for what a successful unsafe request
 //! makes stale, whichever way it reached the cache.
 
-use std::{str::FromStr, sync::Arc};
+use std::{rc::Rc, str::FromStr, sync::Arc};
 
 use actix_web::{
     dev::ServiceResponse,
@@ -12,7 +12,7 @@ use actix_web::{
     HttpRequest,
 };
 
-use super::{Inner, LOG};
+use super::{backlog::Backlog, Inner, LOG};
 use crate::{
     guard, key, origin, request::RequestFlags, resource, store::CollectTarget,
     store::CollectableStore, CacheKey,
@@ -67,11 +67,14 @@ pub(super) fn plan<St, B>(
     Some(Invalidation { targets: unique })
 }
 
-/// Collects every target of the plan.
-pub(super) async fn apply<St: CollectableStore>(inner: &Inner<St>, plan: Invalidation) {
-    for target in &plan.targets {
-        if let Ok(n) = inner.timed("collect", inner.store.collect(target)).await {
-            log::debug!(target: LOG, "collected {n} entries of {target:?}");
+/// Collects every target of the plan. A target the store does not take (down, slow, backing
+/// off) goes into the worker's [backlog](super::backlog), which keeps its group away from the
+/// store until a retry gets it there.
+pub(super) async fn apply<St: CollectableStore>(inner: &Rc<Inner<St>>, plan: Invalidation) {
+    for target in plan.targets {
+        match inner.timed("collect", inner.store.collect(&target)).await {
+            Ok(n) => log::debug!(target: LOG, "collected {n} entries of {target:?}"),
+            Err(_) => Backlog::collect_later(inner, target),
         }
     }
 }

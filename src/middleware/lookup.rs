@@ -53,6 +53,10 @@ pub(super) fn lookup_now<St: CollectableStore>(
     if inner.policy.visibility == Visibility::Private {
         return Some(Lookup::UriMiss);
     }
+    if super::backlog::any() {
+        // Some collect has not reached the store: the awaited lookup checks this resource.
+        return None;
+    }
     with_key_buffer(|buf| {
         key::write_primary(req.request(), buf, forwarded);
         resolve_now(&inner.store, buf, req.headers(), now)
@@ -101,6 +105,10 @@ pub(super) async fn lookup<St: CollectableStore>(
     key: &CacheKey,
     headers: &HeaderMap,
 ) -> Lookup {
+    if super::backlog::holds::<St>(key.resource()) {
+        log::debug!(target: LOG, "{key:?}: a collect is outstanding, served uncached");
+        return Lookup::StoreFailed;
+    }
     let now = SystemTime::now();
     if let Some(lookup) = lookup_key_now(&inner.store, key, headers, now) {
         return lookup;
@@ -131,6 +139,11 @@ pub(super) async fn write_marker<St: CollectableStore>(
     inner: &Inner<St>,
     marker: &CacheKey,
 ) -> Result<Option<CacheEntry>, StoreError> {
+    if super::backlog::holds::<St>(marker.resource()) {
+        return Err(StoreError::unavailable(
+            "a collect of the resource is outstanding",
+        ));
+    }
     let now = SystemTime::now();
     let found = match inner.store.get_now(marker.as_bytes()) {
         Some(found) => found,
@@ -140,7 +153,7 @@ pub(super) async fn write_marker<St: CollectableStore>(
 }
 
 fn log_get_error(err: StoreError) {
-    log::warn!(target: LOG, "store get failed, serving uncached: {err}");
+    super::log_failure("get", &err);
 }
 
 /// What the entry at a primary key means; `Err` holds a variant marker, whose variant is to be

@@ -14,6 +14,7 @@
 //! | 5 | [`answer`] | one `respond` builds every answer from a representation: hit, `304`, `412`, stale |
 //! | — | [`write`] | unsafe methods: locks → preconditions → handler → invalidation |
 //! | — | [`invalidate`] | one plan/apply of what a successful write makes stale (URI, handler-side URI, `Location`) |
+//! | — | [`backlog`] | invalidations and lock releases the store did not take, retried in the background |
 //! | — | [`nested`] | the markers nested `Cache`s pass each other |
 //! | — | [`status`] | `Cache-Status` (RFC 9211) parts as enums, with header values formatted once |
 //!
@@ -24,6 +25,7 @@
 
 mod admit;
 mod answer;
+mod backlog;
 mod builder;
 mod coalesce;
 mod invalidate;
@@ -54,11 +56,27 @@ pub(crate) struct Inner<St> {
     pub(crate) store: St,
     pub(crate) policy: Policy,
     pub(crate) statuses: status::Statuses,
+    /// What the store did not take when a write asked, retried in the background.
+    pub(crate) backlog: backlog::Backlog,
 }
 
 impl<St: CollectableStore> Inner<St> {
-    /// Runs one store operation under the policy's timeout; errors are logged, never raised.
+    /// Runs one store operation under the policy's timeout; errors are logged (rate-limited:
+    /// see [`log_failure`]), never raised.
     pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let res = self.quiet(op, fut).await;
+        if let Err(err) = &res {
+            log_failure(op, err);
+        }
+        res
+    }
+
+    /// [`timed`](Self::timed), logging failures at `debug` only (background retries).
+    pub(crate) async fn quiet<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = Result<T, StoreError>>,
@@ -68,7 +86,7 @@ impl<St: CollectableStore> Inner<St> {
             Err(_) => Err(StoreError::Timeout),
         };
         if let Err(err) = &res {
-            log::warn!(target: LOG, "store {op} failed, serving uncached: {err}");
+            log::debug!(target: LOG, "store {op} failed: {err}");
         }
         res
     }
@@ -79,5 +97,45 @@ impl<St: CollectableStore> Inner<St> {
             Coordination::Shared(coordinator) => Some(coordinator),
             _ => None,
         }
+    }
+}
+
+/// How often a store failure is logged at most: once per period (a second, the
+/// [`RedisStore`](crate::RedisStore)'s default back-off), with the count of the failures not
+/// logged since, so an outage costs one line a second, not two per request.
+const LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Logs a store failure, at most once per [`LOG_PERIOD`] in the process.
+pub(crate) fn log_failure(op: &'static str, err: &StoreError) {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    };
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
+    static SKIPPED: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    let next = NEXT_MS.load(Ordering::Acquire);
+    let period = u64::try_from(LOG_PERIOD.as_millis()).unwrap_or(1000);
+    if now < next
+        || NEXT_MS
+            .compare_exchange(next, now + period, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    match SKIPPED.swap(0, Ordering::Relaxed) {
+        0 => log::warn!(target: LOG, "store {op} failed, serving uncached: {err}"),
+        skipped => log::warn!(
+            target: LOG,
+            "store {op} failed, serving uncached: {err} ({skipped} more store failures since the last warning)"
+        ),
     }
 }

@@ -145,13 +145,20 @@ fn sort<St: CollectableStore, B>(inner: &Inner<St>, mut req: ServiceRequest) -> 
     let flags = RequestFlags::of(req.headers());
     let key = CacheKey::of_request(req.request(), flags.forwarded);
     let now = SystemTime::now();
-    let stored =
-        lookup::lookup_key_now(&inner.store, &key, req.headers(), now).and_then(|lookup| {
+    let outstanding = super::backlog::any();
+    let stored = lookup::lookup_key_now(&inner.store, &key, req.headers(), now)
+        .filter(|_| !outstanding)
+        .and_then(|lookup| {
             let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
             let marker = inner.store.get_now(marker_key.as_bytes())?.ok()?;
             let marker =
                 marker.filter(|m| !m.is_expired(now) && matches!(m.kind(), EntryKind::Modified(_)));
-            Some(Stored { lookup, marker })
+            let known = !matches!(lookup, Lookup::StoreFailed);
+            Some(Stored {
+                lookup,
+                marker,
+                known,
+            })
         });
     // The write pass-through: nothing of the resource is stored under its key, no write left
     // a marker, and the write asks for no precondition, so there is nothing to judge or

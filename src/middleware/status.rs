@@ -81,11 +81,13 @@ pub(super) enum Detail {
     StaleWhileRevalidate,
     PreconditionFailed,
     OnlyIfCached,
+    /// A conditional write refused with `503`: its validator or lock was out of reach.
+    ValidatorUnavailable,
     Reason(NotStored),
 }
 
 impl Detail {
-    const COUNT: usize = 8 + NotStored::ALL.len();
+    const COUNT: usize = 9 + NotStored::ALL.len();
 
     fn index(self) -> usize {
         match self {
@@ -97,7 +99,8 @@ impl Detail {
             Self::StaleWhileRevalidate => 5,
             Self::PreconditionFailed => 6,
             Self::OnlyIfCached => 7,
-            Self::Reason(reason) => 8 + reason.index(),
+            Self::ValidatorUnavailable => 8,
+            Self::Reason(reason) => 9 + reason.index(),
         }
     }
 
@@ -111,6 +114,7 @@ impl Detail {
             Self::StaleWhileRevalidate => "; detail=stale-while-revalidate",
             Self::PreconditionFailed => "; detail=precondition-failed",
             Self::OnlyIfCached => "; detail=only-if-cached",
+            Self::ValidatorUnavailable => "; detail=validator-unavailable",
             Self::Reason(reason) => reason.detail_param(),
         }
     }

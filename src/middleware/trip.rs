@@ -61,7 +61,7 @@ pub(super) struct Guard {
 #[derive(Clone, Copy)]
 pub(super) enum Guarded {
     /// The generation read (`None`: the store keeps none).
-    Generation(Option<u64>),
+    Generation(Option<crate::store::Generation>),
     /// The store could not say: storing could revive what another server's write collected.
     Unknown,
 }
@@ -77,10 +77,7 @@ impl Guard {
     ) -> Self {
         let generation = match inner.coordinator() {
             Some(c) if inner.policy.visibility != Visibility::Private => {
-                match inner
-                    .timed("generation", c.generation(key.resource()))
-                    .await
-                {
+                match inner.timed("generation", c.generation(key)).await {
                     Ok(generation) => Guarded::Generation(Some(generation)),
                     Err(_) => Guarded::Unknown,
                 }

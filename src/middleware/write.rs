@@ -3,18 +3,23 @@
 
 use std::{
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use actix_service::Service;
 use actix_web::{
     body::{EitherBody, MessageBody},
-    dev::{ServiceRequest, ServiceResponse},
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    error::PayloadError,
     http::{header, Method},
+    web::BytesMut,
     Error, HttpMessage,
 };
+use futures_util::StreamExt;
 
 use super::{
+    backlog::Backlog,
     invalidate,
     lookup::{self, Lookup},
     nested::WriteLockHeld,
@@ -33,10 +38,16 @@ use crate::{
     CacheEntry, CacheKey, ResourceGroup,
 };
 
+/// A request body as a boxed stream (actix's own payload stream type).
+type BoxedPayloadStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>,
+>;
+
 /// How many superseded entity tags a write marker remembers.
 const MAX_SUPERSEDED: usize = 16;
-/// How long a conditional write waits for another server's write of the same resource.
-const STORE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a conditional write waits, in all, for the locks of its resource (this process's,
+/// then the store's) before it gets `503`.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long a store lock lives if its holder never releases it (a server that died mid-write).
 const STORE_LOCK_TTL: Duration = Duration::from_secs(10);
 
@@ -45,6 +56,8 @@ const STORE_LOCK_TTL: Duration = Duration::from_secs(10);
 pub(super) struct Stored {
     pub(super) lookup: Lookup,
     pub(super) marker: Option<CacheEntry>,
+    /// The store answered both lookups: what it holds is known.
+    pub(super) known: bool,
 }
 
 impl Stored {
@@ -58,10 +71,14 @@ impl Stored {
 /// every stored entry of the resource's group and remember which entity tags it made stale.
 /// `key` is the request's key as it reached the cache; `prefetched` what a synchronous lookup
 /// found.
+///
+/// A conditional write fails closed ([`Cache::fail_open_conditional_writes`](crate::Cache)
+/// turns that off): `503` when its locks cannot be had within [`LOCK_WAIT`] or the store
+/// cannot say what it holds of the resource.
 pub(super) async fn write<S, B, St>(
     service: Rc<S>,
     inner: Rc<Inner<St>>,
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     key: CacheKey,
     prefetched: Option<Stored>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error>
@@ -72,34 +89,111 @@ where
 {
     let flags = RequestFlags::of(req.headers());
     let stores = inner.policy.visibility != Visibility::Private;
+    let fail_closed = stores && flags.preconditions && !inner.policy.fail_open_writes;
     // Conditional writes of one resource go one at a time: check, handler, marker.
-    let lock = if stores && flags.preconditions && req.extensions().get::<WriteLockHeld>().is_none()
-    {
-        let lock = guard::lock_conditional_write(key.resource().fingerprint()).await;
-        req.extensions_mut().insert(WriteLockHeld);
-        Some(lock)
-    } else {
-        None
-    };
-    // Across servers sharing the store, the same: a lock in the store, taken after this
-    // process's (so one server's writes queue here, not in the store).
-    let remote = match lock.is_some() {
-        true => lock_in_store(&inner, key.resource()).await,
-        false => None,
-    };
+    let mut lock = None;
+    let mut remote = None;
+    if stores && flags.preconditions && req.extensions().get::<WriteLockHeld>().is_none() {
+        // The body first, with no lock held: a client that sends it slowly holds up only
+        // itself, not every other conditional write of the resource.
+        read_body_in(&mut req, inner.policy.max_body_size).await;
+        let deadline = Instant::now() + LOCK_WAIT;
+        let local = guard::lock_conditional_write(key.resource().fingerprint());
+        match actix_web::rt::time::timeout(LOCK_WAIT, local).await {
+            Ok(held) => {
+                req.extensions_mut().insert(WriteLockHeld);
+                lock = Some(held);
+            }
+            Err(_) if fail_closed => {
+                log::debug!(target: LOG, "503 {}: the write lock of {:?} was held too long", req.path(), key.resource());
+                return Ok(unavailable(&inner, req));
+            }
+            Err(_) => {
+                log::warn!(target: LOG, "write of {:?} goes on without the lock (fail-open)", key.resource())
+            }
+        }
+        // Across servers sharing the store, the same: a lock in the store, taken after this
+        // process's (so one server's writes queue here, not in the store).
+        match lock_in_store(&inner, key.resource_handle(), deadline).await {
+            StoreLock::Held(token) => remote = Some(token),
+            StoreLock::NotShared => {}
+            StoreLock::Unavailable if fail_closed => {
+                drop(lock);
+                log::debug!(target: LOG, "503 {}: the store lock of {:?} is out of reach", req.path(), key.resource());
+                return Ok(unavailable(&inner, req));
+            }
+            StoreLock::Unavailable => {
+                log::warn!(target: LOG, "write of {:?} goes on without the store lock (fail-open)", key.resource())
+            }
+        }
+    }
     // A prefetched lookup predates the lock: look again once it is held.
-    let prefetched = prefetched.filter(|_| lock.is_none());
+    let prefetched = prefetched.filter(|_| lock.is_none() && remote.is_none());
     let target = Target {
         key: &key,
         flags,
         prefetched,
+        fail_closed,
     };
     let result = judge_and_run(&service, &inner, req, target).await;
     if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
-        let _ = inner.timed("unlock", c.unlock(key.resource(), token)).await;
+        if inner
+            .timed("unlock", c.unlock(key.resource(), token))
+            .await
+            .is_err()
+        {
+            Backlog::unlock_later(&inner, Arc::clone(key.resource_handle()), token);
+        }
     }
     drop(lock);
     result
+}
+
+/// The `503` of a conditional write that could not be judged.
+fn unavailable<St, B>(inner: &Inner<St>, req: ServiceRequest) -> ServiceResponse<EitherBody<B>> {
+    let mut res = conditional::validator_unavailable();
+    if let Some(v) = inner
+        .statuses
+        .get(Fwd::Method, Detail::ValidatorUnavailable)
+    {
+        res.headers_mut().insert(CACHE_STATUS, v);
+    }
+    req.into_response(res).map_into_right_body()
+}
+
+/// Reads a conditional write's body in before its locks are taken, up to `limit` bytes. A
+/// longer body is handed on as what was read followed by the rest of the stream, and an error
+/// mid-body as it came: the handler sees the same bytes and the same failure.
+async fn read_body_in(req: &mut ServiceRequest, limit: usize) {
+    let mut payload = req.take_payload();
+    let mut read = BytesMut::new();
+    loop {
+        match payload.next().await {
+            Some(Ok(chunk)) => {
+                read.extend_from_slice(&chunk);
+                if read.len() > limit {
+                    let head = futures_util::stream::once(std::future::ready(Ok(read.freeze())));
+                    let stream: BoxedPayloadStream = Box::pin(head.chain(payload));
+                    req.set_payload(Payload::from(stream));
+                    return;
+                }
+            }
+            Some(Err(err)) => {
+                let items = [Ok(read.freeze()), Err(err)];
+                let stream: BoxedPayloadStream = Box::pin(futures_util::stream::iter(items));
+                req.set_payload(Payload::from(stream));
+                return;
+            }
+            None if read.is_empty() => {
+                req.set_payload(Payload::None);
+                return;
+            }
+            None => {
+                req.set_payload(Payload::from(read.freeze()));
+                return;
+            }
+        }
+    }
 }
 
 /// What a write targets: its key as it reached the cache, its request flags, and what a
@@ -108,6 +202,8 @@ struct Target<'a> {
     key: &'a CacheKey,
     flags: RequestFlags,
     prefetched: Option<Stored>,
+    /// A write whose preconditions cannot be judged gets `503`.
+    fail_closed: bool,
 }
 
 /// Judges the preconditions against what is stored, calls the handler if they pass, then
@@ -127,6 +223,7 @@ where
         key,
         flags,
         prefetched,
+        fail_closed,
     } = target;
     let stores = inner.policy.visibility != Visibility::Private;
     let stored = match prefetched {
@@ -135,8 +232,13 @@ where
         None => Stored {
             lookup: Lookup::UriMiss,
             marker: None,
+            known: true,
         },
     };
+    if fail_closed && !stored.known {
+        log::debug!(target: LOG, "503 {} {}: the store cannot say what it holds", req.method(), req.path());
+        return Ok(unavailable(inner, req));
+    }
     // What the write will make stale, oldest first: tags an earlier write made stale, the
     // stored tag, and the strong tags the client's If-Match claims are current.
     let mut superseded: Vec<Box<[u8]>> = Vec::new();
@@ -181,11 +283,13 @@ async fn stored_of<St: CollectableStore>(
 ) -> Stored {
     let lookup = lookup::lookup(inner, key, req.headers()).await;
     let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
-    let marker = lookup::write_marker(inner, &marker_key)
-        .await
-        .ok()
-        .flatten();
-    Stored { lookup, marker }
+    let marker = lookup::write_marker(inner, &marker_key).await;
+    let known = marker.is_ok() && !matches!(lookup, Lookup::StoreFailed);
+    Stored {
+        lookup,
+        marker: marker.ok().flatten(),
+        known,
+    }
 }
 
 /// The current representation as far as the cache knows it: a fresh stored response this
@@ -251,31 +355,46 @@ async fn leave_marker<St: CollectableStore, B>(
         .await;
 }
 
-/// Takes the store's lock of the group, waiting for another server's write of it at most
-/// [`STORE_LOCK_WAIT`]. `None`: the store is one process's, failed, or the wait ran out; the
-/// write then goes on without it (logged), as it would without the store.
+/// Whether a conditional write holds the store's lock of its resource.
+enum StoreLock {
+    Held(LockToken),
+    /// The store is one process's: this process's lock is all there is.
+    NotShared,
+    /// The store failed, or another server held the lock until the deadline.
+    Unavailable,
+}
+
+/// Takes the store's lock of the group, waiting for another server's write of it until
+/// `deadline`. Each attempt mints its token first: one whose command failed or timed out (and
+/// so may have been taken after all) is released from the backlog once the store answers.
 async fn lock_in_store<St: CollectableStore>(
-    inner: &Inner<St>,
-    group: &ResourceGroup,
-) -> Option<LockToken> {
-    let coordinator = inner.coordinator()?;
-    let deadline = Instant::now() + STORE_LOCK_WAIT;
+    inner: &Rc<Inner<St>>,
+    group: &Arc<ResourceGroup>,
+    deadline: Instant,
+) -> StoreLock {
+    let Some(coordinator) = inner.coordinator() else {
+        return StoreLock::NotShared;
+    };
     let mut pause = Duration::from_millis(2);
     loop {
+        let token = LockToken::new(guard::unique_token());
         match inner
-            .timed("lock", coordinator.try_lock(group, STORE_LOCK_TTL))
+            .timed("lock", coordinator.try_lock(group, token, STORE_LOCK_TTL))
             .await
         {
-            Ok(Some(token)) => return Some(token),
-            Ok(None) if Instant::now() < deadline => {
+            Ok(true) => return StoreLock::Held(token),
+            Ok(false) if Instant::now() + pause < deadline => {
                 actix_web::rt::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            Ok(None) => {
-                log::warn!(target: LOG, "write of {group:?} goes on without the store lock: held too long");
-                return None;
+            Ok(false) => {
+                log::debug!(target: LOG, "the store lock of {group:?} was held too long");
+                return StoreLock::Unavailable;
             }
-            Err(_) => return None,
+            Err(_) => {
+                Backlog::unlock_later(inner, Arc::clone(group), token);
+                return StoreLock::Unavailable;
+            }
         }
     }
 }

@@ -27,6 +27,17 @@ use std::{error::Error as StdError, fmt, future::Future, sync::Arc, time::Durati
 use futures_util::future::LocalBoxFuture;
 
 pub use self::memory::{MemoryStore, DEFAULT_MAX_BYTES};
+
+/// How many entries one resource group may hold in a store by default (every query string and
+/// `Vary` variant of one path): 1024. Past it, storing one more drops the oldest.
+///
+/// ```
+/// use actix_response_cache::DEFAULT_MAX_VARIANTS;
+///
+/// assert_eq!(DEFAULT_MAX_VARIANTS, 1024);
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+pub const DEFAULT_MAX_VARIANTS: usize = 1024;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, DEFAULT_REDIS_TIMEOUT};
 #[cfg(feature = "redis")]
@@ -339,8 +350,8 @@ pub enum Coordination<'a> {
 pub struct LockToken(u64);
 
 impl LockToken {
-    /// A token with this value (a store mints them: unique enough that two servers never hold
-    /// the same one).
+    /// A token with this value (the middleware mints them, random: unique enough that two
+    /// servers never hold the same one).
     ///
     /// ```
     /// # use actix_response_cache::LockToken;
@@ -363,13 +374,56 @@ impl LockToken {
     }
 }
 
+/// A resource's write generation in a store that several servers share
+/// ([`Coordinate::generation`]): an opaque value that every collect of the resource replaces
+/// and that never comes back, not even after the store lost it (a restart, an eviction).
+///
+/// ```
+/// use actix_response_cache::Generation;
+///
+/// assert_ne!(Generation::new(1), Generation::new(2));
+/// assert_eq!(Generation::new(7).value(), 7);
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Generation(u128);
+
+impl Generation {
+    /// A generation with this value (a store mints them: random, so that a lost generation
+    /// key is never replaced by one an old entry or a miss in flight still carries).
+    ///
+    /// ```
+    /// # use actix_response_cache::Generation;
+    /// let g = Generation::new(u128::MAX);
+    /// assert_eq!(g.value(), u128::MAX);
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn new(value: u128) -> Self {
+        Self(value)
+    }
+
+    /// The generation's value.
+    ///
+    /// ```
+    /// # use actix_response_cache::Generation;
+    /// assert_eq!(Generation::new(3).value(), 3);
+    /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+    /// ```
+    pub fn value(self) -> u128 {
+        self.0
+    }
+}
+
 /// Cross-server coordination for a store that several app servers share, provided whole: a
 /// store that returns [`Coordination::Shared`] implements every method for real.
 ///
-/// - [`generation`](Self::generation): a number that every
-///   [`collect`](CollectableStore::collect) of the group changes. A miss reads it before its
-///   handler runs and stores with [`set_if_generation`](Self::set_if_generation), so a `GET` in
-///   flight on one server during a write on another never stores the old representation.
+/// - [`generation`](Self::generation): the write generation of a key's resource and query
+///   string, which every [`collect`](CollectableStore::collect) that targets them replaces. A
+///   miss reads it before its handler runs and stores with
+///   [`set_if_generation`](Self::set_if_generation), so a `GET` in flight on one server during
+///   a write on another never stores the old representation. A store also checks it on every
+///   [`get`](CacheStore::get) (in the same round trip), so that a collect is one O(1) step
+///   however many variants the resource has: entries of an older generation are never served.
 /// - [`try_lock`](Self::try_lock) / [`unlock`](Self::unlock): conditional writes of one
 ///   resource run one at a time across servers.
 ///
@@ -385,27 +439,31 @@ impl LockToken {
 /// # }
 /// ```
 pub trait Coordinate {
-    /// The write generation of `group`.
+    /// The write generation of `key`'s resource group and query string. A generation the store
+    /// no longer holds is replaced by a new one, never by an earlier value.
     fn generation<'a>(
         &'a self,
-        group: &'a ResourceGroup,
-    ) -> LocalBoxFuture<'a, Result<u64, StoreError>>;
+        key: &'a CacheKey,
+    ) -> LocalBoxFuture<'a, Result<Generation, StoreError>>;
 
-    /// Stores `entry` unless the generation of its group is no longer `generation`; returns
-    /// whether it stored.
+    /// Stores `entry` unless the generation of its resource and query is no longer
+    /// `generation`; returns whether it stored.
     fn set_if_generation<'a>(
         &'a self,
         key: &'a CacheKey,
         entry: CacheEntry,
-        generation: u64,
+        generation: Generation,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Takes the lock of `group` for at most `ttl`; `None` when another holder has it.
+    /// Takes the lock of `group` for at most `ttl` with `token`; `false` when another holder
+    /// has it. The caller mints the token, so that a lock whose command timed out (and may
+    /// still have been taken) can be released with it once the store answers again.
     fn try_lock<'a>(
         &'a self,
         group: &'a ResourceGroup,
+        token: LockToken,
         ttl: Duration,
-    ) -> LocalBoxFuture<'a, Result<Option<LockToken>, StoreError>>;
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
     /// Releases the lock of `group` if `token` still holds it.
     fn unlock<'a>(

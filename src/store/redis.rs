@@ -18,8 +18,9 @@ use redis::{
 
 use super::{
     codec,
-    redis_scripts::{set_script, COLLECT, REMOVE, UNLOCK},
-    CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, LockToken, StoreError,
+    redis_scripts::{set_script, COLLECT, GENERATION, REMOVE, UNLOCK},
+    CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, Generation, LockToken,
+    StoreError, DEFAULT_MAX_VARIANTS,
 };
 use crate::{CacheEntry, CacheKey, ResourceGroup};
 
@@ -56,14 +57,25 @@ fn resource_bytes(resource: &ResourceGroup) -> Vec<u8> {
     out
 }
 
-/// The index member of an entry: `<group query>\n<entry key>`, so that a collection by query
-/// finds its members by prefix.
-fn index_member(query: &str, entry_key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(query.len() + 1 + entry_key.len());
-    out.extend_from_slice(query.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(entry_key);
-    out
+/// The length of the generations at the start of a stored value: two times 16 hex digits.
+const GENERATIONS_LEN: usize = 32;
+
+/// How long a generation made for a miss lives at least: the longest a handler may take
+/// between the miss reading it and storing under it (a later store is refused, never wrong).
+const FLIGHT_TTL: Duration = Duration::from_secs(60);
+
+/// A new random generation, as 16 hex digits.
+fn fresh_generation() -> String {
+    format!("{:016x}", crate::guard::unique_token())
+}
+
+/// Reads 32 hex digits back into a [`Generation`].
+fn parse_generation(hex: &[u8]) -> Option<Generation> {
+    let text = std::str::from_utf8(hex).ok()?;
+    (text.len() == GENERATIONS_LEN)
+        .then(|| u128::from_str_radix(text, 16).ok())
+        .flatten()
+        .map(Generation::new)
 }
 
 const LOG: &str = "actix_response_cache";
@@ -132,7 +144,9 @@ struct Inner {
     connections: Mutex<HashMap<ThreadId, (ConnectionManager, std::sync::Weak<()>)>>,
     /// No connection attempt before this instant, after a failed one.
     down_until: Mutex<Option<Instant>>,
+    max_variants: usize,
     set: Script,
+    generation: Script,
     collect: Script,
     remove: Script,
     unlock: Script,
@@ -184,7 +198,9 @@ impl RedisStore {
                 retry_after: DEFAULT_RETRY_AFTER,
                 connections: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
+                max_variants: DEFAULT_MAX_VARIANTS,
                 set: Script::new(&set_script()),
+                generation: Script::new(GENERATION),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
                 unlock: Script::new(UNLOCK),
@@ -254,6 +270,24 @@ impl RedisStore {
         self.configure(|inner| inner.retry_after = wait)
     }
 
+    /// Sets how many entries one resource group may hold (every query string and `Vary`
+    /// variant; default [`DEFAULT_MAX_VARIANTS`]): past it, storing one drops the one closest
+    /// to expiry, so a flood of distinct query strings cannot grow a resource without bound.
+    ///
+    /// # Panics
+    /// Panics if `max` is zero.
+    ///
+    /// ```
+    /// use actix_response_cache::RedisStore;
+    ///
+    /// let store = RedisStore::new("redis://127.0.0.1:6379").max_variants(100);
+    /// ```
+    #[must_use]
+    pub fn max_variants(self, max: usize) -> Self {
+        assert!(max > 0, "RedisStore::max_variants: must be at least 1");
+        self.configure(|inner| inner.max_variants = max)
+    }
+
     fn entry_key(&self, key: &CacheKey) -> Vec<u8> {
         self.tagged(key.resource().stable_fingerprint(), b'e', key.as_bytes())
     }
@@ -287,12 +321,21 @@ impl RedisStore {
         )
     }
 
-    fn generation_key(&self, resource: &ResourceGroup) -> Vec<u8> {
+    /// The write generation of every query string of the group.
+    fn group_generation_key(&self, resource: &ResourceGroup) -> Vec<u8> {
         self.tagged(
             resource.stable_fingerprint(),
             b'g',
             &resource_bytes(resource),
         )
+    }
+
+    /// The write generation of one query string (in group form) of the group.
+    fn query_generation_key(&self, resource: &ResourceGroup, query: &str) -> Vec<u8> {
+        let mut rest = resource_bytes(resource);
+        rest.push(b'\n');
+        rest.extend_from_slice(query.as_bytes());
+        self.tagged(resource.stable_fingerprint(), b'q', &rest)
     }
 
     /// `<prefix>{<fingerprint>}<kind><rest>`: the braces make the fingerprint the hash tag.
@@ -377,13 +420,13 @@ impl RedisStore {
         }
     }
 
-    /// Sets an entry (unless its group's generation moved past `generation`); `Ok(false)`
-    /// when it did not store.
+    /// Sets an entry under its group's and query's current generations, or, with
+    /// `generation`, only if they are still those; `Ok(false)` when it did not store.
     async fn store(
         &self,
         key: &CacheKey,
         entry: CacheEntry,
-        generation: Option<u64>,
+        generation: Option<Generation>,
     ) -> Result<bool, StoreError> {
         let ttl = entry
             .expires_at()
@@ -393,19 +436,20 @@ impl RedisStore {
         if ttl_ms == 0 {
             return Ok(false);
         }
-        let entry_key = self.entry_key(key);
-        let index_key = self.index_key(key.resource());
-        let generation_key = self.generation_key(key.resource());
+        let resource = key.resource();
         let value = codec::encode(&entry);
-        let generation = generation.map_or_else(String::new, |g| g.to_string());
+        let expected = generation.map_or_else(String::new, |g| format!("{:032x}", g.value()));
         let mut con = self.connection().await?;
-        let mut set = self.inner.set.key(&entry_key);
-        set.key(&index_key)
-            .key(&generation_key)
+        let mut set = self.inner.set.key(self.entry_key(key));
+        set.key(self.index_key(resource))
+            .key(self.group_generation_key(resource))
+            .key(self.query_generation_key(resource, key.query()))
             .arg(value)
             .arg(ttl_ms)
-            .arg(generation)
-            .arg(index_member(key.query(), &entry_key));
+            .arg(expected)
+            .arg(fresh_generation())
+            .arg(fresh_generation())
+            .arg(self.inner.max_variants);
         let stored: i64 = self.timed(set.invoke_async(&mut con)).await?;
         Ok(stored == 1)
     }
@@ -436,15 +480,27 @@ impl RedisStore {
 
 impl CacheStore for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
-        let entry_key = self.entry_key(key);
+        let resource = key.resource();
         let mut con = self.connection().await?;
-        let mut get = redis::cmd("GET");
-        get.arg(&entry_key);
-        let raw: Option<Vec<u8>> = self.timed(get.query_async(&mut con)).await?;
-        let Some(raw) = raw else {
+        // The entry and the generations it must carry, in one round trip: a collected entry
+        // is never served, whatever happened to its deletion.
+        let mut get = redis::cmd("MGET");
+        get.arg(self.entry_key(key))
+            .arg(self.group_generation_key(resource))
+            .arg(self.query_generation_key(resource, key.query()));
+        let mut found: Vec<Option<Vec<u8>>> = self.timed(get.query_async(&mut con)).await?;
+        let (Some(Some(query_generation)), Some(Some(group_generation)), Some(Some(raw))) =
+            (found.pop(), found.pop(), found.pop())
+        else {
             return Ok(None);
         };
-        match codec::decode(&Bytes::from(raw)) {
+        let current = raw.get(..GENERATIONS_LEN).is_some_and(|stored| {
+            stored[..16] == group_generation[..] && stored[16..] == query_generation[..]
+        });
+        if !current {
+            return Ok(None);
+        }
+        match codec::decode(&Bytes::from(raw).slice(GENERATIONS_LEN..)) {
             Ok(entry) if !entry.is_expired(SystemTime::now()) => Ok(Some(entry)),
             Ok(_) => Ok(None),
             Err(err) => {
@@ -459,13 +515,9 @@ impl CacheStore for RedisStore {
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        let entry_key = self.entry_key(key);
-        let index_key = self.index_key(key.resource());
         let mut con = self.connection().await?;
-        let mut remove = self.inner.remove.key(&entry_key);
-        remove
-            .key(&index_key)
-            .arg(index_member(key.query(), &entry_key));
+        let mut remove = self.inner.remove.key(self.entry_key(key));
+        remove.key(self.index_key(key.resource()));
         self.timed(remove.invoke_async::<i64>(&mut con))
             .await
             .map(drop)
@@ -475,18 +527,13 @@ impl CacheStore for RedisStore {
 impl CollectableStore for RedisStore {
     async fn collect(&self, target: &CollectTarget) -> Result<usize, StoreError> {
         let resource = target.resource();
-        let (prefix, exact) = match target.query() {
-            Some(query) => (format!("{query}\n"), "1"),
-            None => (String::new(), "0"),
+        let generation_key = match target.query() {
+            Some(query) => self.query_generation_key(resource, query),
+            None => self.group_generation_key(resource),
         };
-        let index_key = self.index_key(resource);
-        let generation_key = self.generation_key(resource);
         let mut con = self.connection().await?;
-        let mut collect = self.inner.collect.key(&index_key);
+        let mut collect = self.inner.collect.key(generation_key);
         collect
-            .key(&generation_key)
-            .arg(prefix)
-            .arg(exact)
             .arg(self.channel())
             .arg(invalidation_message(target));
         let n: i64 = self.timed(collect.invoke_async(&mut con)).await?;
@@ -501,15 +548,24 @@ impl CollectableStore for RedisStore {
 impl Coordinate for RedisStore {
     fn generation<'a>(
         &'a self,
-        group: &'a ResourceGroup,
-    ) -> LocalBoxFuture<'a, Result<u64, StoreError>> {
+        key: &'a CacheKey,
+    ) -> LocalBoxFuture<'a, Result<Generation, StoreError>> {
         Box::pin(async move {
-            let generation_key = self.generation_key(group);
+            let resource = key.resource();
             let mut con = self.connection().await?;
-            let mut get = redis::cmd("GET");
-            get.arg(&generation_key);
-            let value: Option<u64> = self.timed(get.query_async(&mut con)).await?;
-            Ok(value.unwrap_or(0))
+            let mut generation = self
+                .inner
+                .generation
+                .key(self.group_generation_key(resource));
+            generation
+                .key(self.query_generation_key(resource, key.query()))
+                .arg(fresh_generation())
+                .arg(fresh_generation())
+                .arg(u64::try_from(FLIGHT_TTL.as_millis()).unwrap_or(u64::MAX));
+            let value: Vec<u8> = self.timed(generation.invoke_async(&mut con)).await?;
+            parse_generation(&value).ok_or_else(|| {
+                StoreError::Corrupt("a write generation is not 32 hex digits".into())
+            })
         })
     }
 
@@ -517,7 +573,7 @@ impl Coordinate for RedisStore {
         &'a self,
         key: &'a CacheKey,
         entry: CacheEntry,
-        generation: u64,
+        generation: Generation,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(self.store(key, entry, Some(generation)))
     }
@@ -525,10 +581,10 @@ impl Coordinate for RedisStore {
     fn try_lock<'a>(
         &'a self,
         group: &'a ResourceGroup,
+        token: LockToken,
         ttl: Duration,
-    ) -> LocalBoxFuture<'a, Result<Option<LockToken>, StoreError>> {
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let token = LockToken::new(crate::guard::unique_token());
             let lock_key = self.lock_key(group);
             let mut con = self.connection().await?;
             let mut set = redis::cmd("SET");
@@ -538,7 +594,7 @@ impl Coordinate for RedisStore {
                 .arg("PX")
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
             let answer: Option<String> = self.timed(set.query_async(&mut con)).await?;
-            Ok(answer.map(|_| token))
+            Ok(answer.is_some())
         })
     }
 

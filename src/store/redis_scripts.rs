@@ -1,57 +1,96 @@
 //! The Lua scripts of [`RedisStore`](super::RedisStore): each one atomic step on one group's
-//! keys (entry, index, write generation, lock).
+//! keys (entry, index, write generations, lock), all under the group's hash tag.
+//!
+//! An entry's value starts with the two write generations it was stored under (16 hex digits
+//! each: the group's, then its query string's); a read ([`RedisStore::get`](super::RedisStore))
+//! fetches the entry and both generation keys in one `MGET` and serves the entry only if they
+//! still match. A collect deletes a generation key: one O(1) step, whatever the number of
+//! stored variants. A generation key that is missing (collected, expired, evicted, or Redis
+//! restarted) is replaced by a new random value, so no entry stored before can match again.
 
 /// Redis' own clock in milliseconds, as the scripts read it (one clock for every server).
 const NOW: &str =
     "local t = redis.call('TIME')\nlocal now = t[1] * 1000 + math.floor(t[2] / 1000)\n";
 
-/// Adds the entry's member (ARGV[4]) to the group's index (KEYS[2], a sorted set scored by
-/// expiry), drops the members that have expired, and keeps the index alive as long as its
-/// longest-lived member.
-const INDEX: &str = r"
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[4])
+/// Returns the group's and query's generations (KEYS[1], KEYS[2]), making each that is missing
+/// with a new random value (ARGV[1], ARGV[2]); each lives at least ARGV[3] ms (the longest a
+/// miss may take to store), and longer when an entry stored under it does.
+pub(super) const GENERATION: &str = r"
+local ttl = tonumber(ARGV[3])
+local g = {}
+for i = 1, 2 do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    v = ARGV[i]
+    redis.call('SET', KEYS[i], v, 'PX', ttl)
+  elseif redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+  g[i] = v
+end
+return g[1] .. g[2]
+";
+
+/// Sets the entry (KEYS[1]; value ARGV[1], expiry ARGV[2] ms) prefixed with its generations,
+/// and indexes it in the group's index (KEYS[2], a sorted set of entry keys scored by expiry).
+///
+/// With ARGV[3] set, only if the generations (KEYS[3], KEYS[4]) are still ARGV[3]: a write on
+/// some server collected the resource since the miss began. With ARGV[3] empty, under the
+/// current generations, made (ARGV[4], ARGV[5]) where missing. The generation keys and the
+/// index live at least as long as the entry. When the group holds ARGV[6] entries already, the
+/// ones closest to expiry are dropped first (for one scope's lifetime, the oldest).
+pub(super) fn set_script() -> String {
+    format!("{NOW}{SET}")
+}
+
+const SET: &str = r"
+local ttl = tonumber(ARGV[2])
+local gp = redis.call('GET', KEYS[3])
+local gq = redis.call('GET', KEYS[4])
+if ARGV[3] ~= '' then
+  if not gp or not gq or (gp .. gq) ~= ARGV[3] then
+    return 0
+  end
+else
+  if not gp then
+    gp = ARGV[4]
+    redis.call('SET', KEYS[3], gp, 'PX', ttl)
+  end
+  if not gq then
+    gq = ARGV[5]
+    redis.call('SET', KEYS[4], gq, 'PX', ttl)
+  end
+end
+redis.call('SET', KEYS[1], gp .. gq .. ARGV[1], 'PX', ttl)
+for i = 2, 4 do
+  if redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if not redis.call('ZSCORE', KEYS[2], KEYS[1]) then
+  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6]) + 1
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[2], over)
+    for i = 1, #popped, 2 do
+      redis.call('DEL', popped[i])
+    end
+  end
+end
+redis.call('ZADD', KEYS[2], now + ttl, KEYS[1])
+if redis.call('PTTL', KEYS[2]) < ttl then
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return 1
 ";
 
-/// Sets the entry (value ARGV[1], expiry ARGV[2] ms) and indexes it; unless ARGV[3] is a
-/// generation and the resource's write generation (KEYS[3]) is no longer it: a write on some
-/// server collected the resource since the miss began. An empty ARGV[3] sets unconditionally.
-pub(super) fn set_script() -> String {
-    format!(
-        "{NOW}if ARGV[3] ~= '' and \
-         tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then\n  \
-         return 0\nend\nredis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n{INDEX}"
-    )
-}
-
-/// Moves the group's write generation (KEYS[2]) on, and drops, in the same atomic step, every
-/// indexed entry of the group (KEYS[1]); with ARGV[2] = '1', only the members that start with
-/// ARGV[1] (`<group query>\n`). A member is `<group query>\n<entry key>`. Members that have
-/// expired are dropped from the index too. Then publishes the collection on the invalidation
-/// channel (ARGV[3], message ARGV[4]), for local tiers ([`TieredStore`](super::TieredStore)).
-/// Returns how many entries existed.
+/// Retires a write generation (KEYS[1]: the group's, or one query string's): every entry stored
+/// under it stops matching, in one O(1) step. Then publishes the collection on the invalidation
+/// channel (ARGV[1], message ARGV[2]), for local tiers ([`TieredStore`](super::TieredStore)).
+/// Returns how many generation keys there were (0 or 1).
 pub(super) const COLLECT: &str = r"
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], 86400000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local p = ARGV[1]
-local n = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if ARGV[2] == '0' or string.sub(m, 1, #p) == p then
-    local nl = string.find(m, '\n', 1, true)
-    if nl then
-      n = n + redis.call('DEL', string.sub(m, nl + 1))
-    end
-    redis.call('ZREM', KEYS[1], m)
-  end
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+local n = redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 ";
 
@@ -63,8 +102,8 @@ end
 return 0
 ";
 
-/// Deletes one entry (KEYS[1]) and its index membership (ARGV[1]).
+/// Deletes one entry (KEYS[1]) and its index membership (KEYS[2]).
 pub(super) const REMOVE: &str = r"
-redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
 return redis.call('DEL', KEYS[1])
 ";
