@@ -9,6 +9,9 @@
 //! the group's seeded fingerprint, otherwise: a collision only serves another resource uncached
 //! for as long.
 //!
+//! A write marker (the entity tags a write made stale) that the store did not take is kept the
+//! same way, and holds its resource the same way: without it an outdated `If-Match` could pass.
+//!
 //! A lock of the store whose `try_lock` timed out may still have been taken; its token goes into
 //! the backlog too and is released as soon as the store answers again, so a lock never outlives
 //! the write that asked for it by more than the outage.
@@ -26,7 +29,7 @@ use std::{
 use super::Inner;
 use crate::{
     store::{CollectTarget, CollectableStore, LockToken},
-    ResourceGroup,
+    CacheEntry, CacheKey, ResourceGroup,
 };
 
 /// Slots in the table of resources with a collect outstanding.
@@ -63,10 +66,23 @@ pub(crate) fn holds<St: 'static>(group: &ResourceGroup) -> bool {
     any() && slot::<St>(group).load(Ordering::Acquire) > 0
 }
 
+/// The slot function of a store type.
+type SlotOf = fn(&ResourceGroup) -> &'static AtomicU32;
+
+/// Marks `group` as held in a store of type `St`; returns the slot function that releases it.
+fn hold<St: 'static>(group: &ResourceGroup) -> SlotOf {
+    slot::<St>(group).fetch_add(1, Ordering::AcqRel);
+    OUTSTANDING.fetch_add(1, Ordering::AcqRel);
+    slot::<St>
+}
+
 /// One thing the store has yet to take.
 enum Item {
     /// A collect, with the slot function of its store type (to release it when dropped).
-    Collect(CollectTarget, fn(&ResourceGroup) -> &'static AtomicU32),
+    Collect(CollectTarget, SlotOf),
+    /// A write marker (the entity tags a write made stale), which the store must hold before
+    /// a conditional write of the resource can be judged again.
+    Marker(CacheKey, CacheEntry, SlotOf),
     Unlock(Arc<ResourceGroup>, LockToken),
 }
 
@@ -74,10 +90,13 @@ impl Drop for Item {
     /// A collect leaves the table when it reached the store, or when its worker ended (the
     /// server is stopping: nothing is left to retry it).
     fn drop(&mut self) {
-        if let Self::Collect(target, slot) = self {
-            slot(target.resource()).fetch_sub(1, Ordering::AcqRel);
-            OUTSTANDING.fetch_sub(1, Ordering::AcqRel);
-        }
+        let (group, slot) = match self {
+            Self::Collect(target, slot) => (target.resource(), slot),
+            Self::Marker(key, _, slot) => (key.resource(), slot),
+            Self::Unlock(..) => return,
+        };
+        slot(group).fetch_sub(1, Ordering::AcqRel);
+        OUTSTANDING.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -95,14 +114,28 @@ impl Backlog {
         inner: &Rc<Inner<St>>,
         target: CollectTarget,
     ) {
-        slot::<St>(target.resource()).fetch_add(1, Ordering::AcqRel);
-        OUTSTANDING.fetch_add(1, Ordering::AcqRel);
-        let release = slot::<St> as fn(&ResourceGroup) -> &'static AtomicU32;
+        let release = hold::<St>(target.resource());
         inner
             .backlog
             .items
             .borrow_mut()
             .push(Item::Collect(target, release));
+        Self::retry(inner);
+    }
+
+    /// Keeps a write marker the store did not take; like a collect, it keeps the group away
+    /// from the store until it is taken (without it, an outdated `If-Match` could pass).
+    pub(crate) fn mark_later<St: CollectableStore>(
+        inner: &Rc<Inner<St>>,
+        key: CacheKey,
+        marker: CacheEntry,
+    ) {
+        let release = hold::<St>(key.resource());
+        inner
+            .backlog
+            .items
+            .borrow_mut()
+            .push(Item::Marker(key, marker, release));
         Self::retry(inner);
     }
 
@@ -163,6 +196,10 @@ async fn take<St: CollectableStore>(inner: &Inner<St>, item: &Item) -> bool {
             }
             taken.is_ok()
         }
+        Item::Marker(key, marker, _) => inner
+            .quiet("set", inner.store.set(key, marker.clone()))
+            .await
+            .is_ok(),
         Item::Unlock(group, token) => match inner.coordinator() {
             Some(c) => inner.quiet("unlock", c.unlock(group, *token)).await.is_ok(),
             None => true,

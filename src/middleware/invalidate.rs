@@ -1,7 +1,12 @@
 //! Invalidation, RFC 9111 §4.4: one plan and one apply for what a successful unsafe request
 //! makes stale, whichever way it reached the cache.
 
-use std::{rc::Rc, str::FromStr, sync::Arc};
+use std::{
+    rc::Rc,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     dev::ServiceResponse,
@@ -67,15 +72,40 @@ pub(super) fn plan<St, B>(
     Some(Invalidation { targets: unique })
 }
 
-/// Collects every target of the plan. A target the store does not take (down, slow, backing
-/// off) goes into the worker's [backlog](super::backlog), which keeps its group away from the
-/// store until a retry gets it there.
+/// How long a write's response waits, at most, for its collects to reach the store (retrying
+/// a store that failed or timed out) before it is sent with the rest left to the backlog.
+const COLLECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Collects every target of the plan, retrying each until [`COLLECT_WAIT`] has passed: once
+/// the write's response is sent, no server may serve what it made stale. A target the store
+/// still does not take goes into the worker's [backlog](super::backlog), which keeps its group
+/// away from the store until a retry gets it there.
 pub(super) async fn apply<St: CollectableStore>(inner: &Rc<Inner<St>>, plan: Invalidation) {
+    let deadline = Instant::now() + COLLECT_WAIT;
     for target in plan.targets {
-        match inner.timed("collect", inner.store.collect(&target)).await {
-            Ok(n) => log::debug!(target: LOG, "collected {n} entries of {target:?}"),
-            Err(_) => Backlog::collect_later(inner, target),
+        if !collect_until(inner, &target, deadline).await {
+            Backlog::collect_later(inner, target);
         }
+    }
+}
+
+/// Collects `target`, trying again after a failure until `deadline`; whether the store took it.
+async fn collect_until<St: CollectableStore>(
+    inner: &Inner<St>,
+    target: &CollectTarget,
+    deadline: Instant,
+) -> bool {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Ok(n) = inner.timed("collect", inner.store.collect(target)).await {
+            log::debug!(target: LOG, "collected {n} entries of {target:?}");
+            return true;
+        }
+        if Instant::now() + pause >= deadline {
+            return false;
+        }
+        actix_web::rt::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 

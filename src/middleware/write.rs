@@ -331,7 +331,7 @@ fn current_of<'a, St>(
 
 /// Leaves the group's write marker: the entity tags the write made stale, and when it happened.
 async fn leave_marker<St: CollectableStore, B>(
-    inner: &Inner<St>,
+    inner: &Rc<Inner<St>>,
     key: &CacheKey,
     res: &ServiceResponse<B>,
     superseded: Vec<Box<[u8]>>,
@@ -350,9 +350,13 @@ async fn leave_marker<St: CollectableStore, B>(
         }),
     );
     let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
-    let _ = inner
-        .timed("set", inner.store.set(&marker_key, marker))
-        .await;
+    if inner
+        .timed("set", inner.store.set(&marker_key, marker.clone()))
+        .await
+        .is_err()
+    {
+        Backlog::mark_later(inner, marker_key, marker);
+    }
 }
 
 /// Whether a conditional write holds the store's lock of its resource.

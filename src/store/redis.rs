@@ -80,6 +80,15 @@ fn parse_generation(hex: &[u8]) -> Option<Generation> {
 
 const LOG: &str = "actix_response_cache";
 
+/// Whether an operation skips Redis while the store backs off after a failure.
+#[derive(Clone, Copy)]
+enum Backoff {
+    /// A read: served uncached at once rather than waiting for a Redis that just failed.
+    Respect,
+    /// A write of the cache's own state: always tried.
+    Ignore,
+}
+
 /// The default limit on one Redis command, connection included: 50 ms. Past it, the request is
 /// served uncached.
 ///
@@ -350,9 +359,12 @@ impl RedisStore {
         out
     }
 
-    /// This worker thread's connection, made on first use.
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(until) = *self.inner.down_until.lock() {
+    /// This worker thread's connection, made on first use. Reads (`get`, `generation`) skip
+    /// Redis while it is backing off; writes of the cache's own state (collect, set, remove,
+    /// lock, unlock) always try: a skipped collect would leave another server serving what
+    /// the write made stale.
+    async fn connection(&self, backoff: Backoff) -> Result<ConnectionManager, StoreError> {
+        if let (Backoff::Respect, Some(until)) = (backoff, *self.inner.down_until.lock()) {
             if Instant::now() < until {
                 return Err(StoreError::unavailable(
                     "redis is down or slow, retrying later",
@@ -365,7 +377,7 @@ impl RedisStore {
                 return Ok(con.clone());
             }
         }
-        if let Some(until) = *self.inner.down_until.lock() {
+        if let (Backoff::Respect, Some(until)) = (backoff, *self.inner.down_until.lock()) {
             if Instant::now() < until {
                 return Err(StoreError::unavailable(
                     "redis is down or slow, retrying later",
@@ -439,7 +451,7 @@ impl RedisStore {
         let resource = key.resource();
         let value = codec::encode(&entry);
         let expected = generation.map_or_else(String::new, |g| format!("{:032x}", g.value()));
-        let mut con = self.connection().await?;
+        let mut con = self.connection(Backoff::Ignore).await?;
         let mut set = self.inner.set.key(self.entry_key(key));
         set.key(self.index_key(resource))
             .key(self.group_generation_key(resource))
@@ -481,7 +493,7 @@ impl RedisStore {
 impl CacheStore for RedisStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
         let resource = key.resource();
-        let mut con = self.connection().await?;
+        let mut con = self.connection(Backoff::Respect).await?;
         // The entry and the generations it must carry, in one round trip: a collected entry
         // is never served, whatever happened to its deletion.
         let mut get = redis::cmd("MGET");
@@ -515,7 +527,7 @@ impl CacheStore for RedisStore {
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        let mut con = self.connection().await?;
+        let mut con = self.connection(Backoff::Ignore).await?;
         let mut remove = self.inner.remove.key(self.entry_key(key));
         remove.key(self.index_key(key.resource()));
         self.timed(remove.invoke_async::<i64>(&mut con))
@@ -531,7 +543,7 @@ impl CollectableStore for RedisStore {
             Some(query) => self.query_generation_key(resource, query),
             None => self.group_generation_key(resource),
         };
-        let mut con = self.connection().await?;
+        let mut con = self.connection(Backoff::Ignore).await?;
         let mut collect = self.inner.collect.key(generation_key);
         collect
             .arg(self.channel())
@@ -552,7 +564,7 @@ impl Coordinate for RedisStore {
     ) -> LocalBoxFuture<'a, Result<Generation, StoreError>> {
         Box::pin(async move {
             let resource = key.resource();
-            let mut con = self.connection().await?;
+            let mut con = self.connection(Backoff::Respect).await?;
             let mut generation = self
                 .inner
                 .generation
@@ -586,7 +598,7 @@ impl Coordinate for RedisStore {
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let lock_key = self.lock_key(group);
-            let mut con = self.connection().await?;
+            let mut con = self.connection(Backoff::Ignore).await?;
             let mut set = redis::cmd("SET");
             set.arg(&lock_key)
                 .arg(token.value().to_string())
@@ -605,7 +617,7 @@ impl Coordinate for RedisStore {
     ) -> LocalBoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let lock_key = self.lock_key(group);
-            let mut con = self.connection().await?;
+            let mut con = self.connection(Backoff::Ignore).await?;
             let mut unlock = self.inner.unlock.key(&lock_key);
             unlock.arg(token.value().to_string());
             self.timed(unlock.invoke_async::<i64>(&mut con))
