@@ -51,9 +51,20 @@ pub(crate) fn record_write(key: u64) {
     slot(&LAST_WRITE, key).fetch_max(epoch, Ordering::SeqCst);
 }
 
-/// Whether `resource` may have been written since `epoch`.
-pub(crate) fn written_since(resource: &ResourceGroup, epoch: u64) -> bool {
-    slot(&LAST_WRITE, resource.fingerprint()).load(Ordering::SeqCst) > epoch
+/// Whether `resource` may have been written since `epoch` through a store of type `St`.
+pub(crate) fn written_since<St: 'static>(resource: &ResourceGroup, epoch: u64) -> bool {
+    slot(&LAST_WRITE, of_store::<St>(resource.fingerprint())).load(Ordering::SeqCst) > epoch
+}
+
+/// A group fingerprint made particular to stores of type `St`: the guard and the write lock
+/// keep apart what different stores hold (a write through one store collects only its
+/// entries, so it has nothing to guard in another). Two stores of one type share slots,
+/// which only ever makes a miss skip its store.
+pub(crate) fn of_store<St: 'static>(fingerprint: u64) -> u64 {
+    use std::hash::BuildHasher;
+    let store_type = foldhash::fast::FixedState::with_seed(0x0073_746f_7265_7479)
+        .hash_one(std::any::TypeId::of::<St>());
+    fingerprint ^ store_type
 }
 
 /// A value unique enough across processes and restarts that two servers sharing a store do

@@ -8,14 +8,11 @@
 mod common;
 
 use std::{
-    net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix_response_cache::{Cache, RedisStore};
@@ -24,99 +21,7 @@ use actix_web::{
     test::{call_service, init_service, read_body, TestRequest},
     web, App, HttpResponse,
 };
-use common::{header, Calls};
-
-/// A `redis-server` of this test's own.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
-        let dir = std::env::temp_dir().join(format!("arc-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start redis-server ({err}): install it with \
-                     `sudo apt-get install redis-server` (Debian/Ubuntu), \
-                     or run the tests without `--all-features`"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A command on a connection of the test's own (not the store's).
-    fn command(&self, args: &[&[u8]]) -> redis::Value {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut con = client.get_connection().expect("connect");
-        let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("utf-8 command"));
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.query(&mut con).expect("command")
-    }
-
-    /// The entry keys the store wrote (a test may use KEYS; the store never does).
-    fn entry_keys(&self) -> Vec<Vec<u8>> {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut con = client.get_connection().expect("connect");
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
-            .arg("arc:*")
-            .query(&mut con)
-            .expect("keys");
-        keys.into_iter()
-            .filter(|k| k.windows(2).any(|w| w == b"}e"))
-            .collect()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{header, redis_server::RedisServer, Calls};
 
 /// A store with limits generous enough for debug builds on a busy machine.
 fn store(server: &RedisServer) -> RedisStore {

@@ -67,12 +67,21 @@ where
     let (http_req, res) = res.into_parts();
     let (mut head, body) = res.into_parts();
     let body = buffer(body).await?;
-    if status.is_success() && !head.headers().contains_key(header::ETAG) {
+    let computed_etag = status.is_success() && !head.headers().contains_key(header::ETAG);
+    if computed_etag {
         head.headers_mut()
             .insert(header::ETAG, etag::strong_etag(&body));
     }
     let (detail, ttl) = match &plan {
-        Ok(plan) => store(inner, &trip, &mut head, &body, plan).await,
+        Ok(plan) => {
+            let (detail, ttl, raced) = store(inner, &trip, &mut head, &body, plan).await;
+            if raced && computed_etag {
+                // A write completed while this response was made: the cache cannot vouch that
+                // it is still current, so it gives it no validator a client could write with.
+                head.headers_mut().remove(header::ETAG);
+            }
+            (detail, ttl)
+        }
         Err(reason) => {
             log::trace!(target: LOG, "not stored {}: {}", http_req.path(), reason.detail());
             mark_private(&inner.policy, head.headers_mut());
@@ -151,14 +160,15 @@ async fn buffer<B: MessageBody>(body: B) -> Result<Bytes, Error> {
 }
 
 /// Stores a storable response: the `Cache-Control` and `Vary` the cache promises added, under
-/// the lookup's key. Returns the `Cache-Status` detail and, when stored, its freshness.
+/// the lookup's key. Returns the `Cache-Status` detail, when stored its freshness, and whether
+/// a write of the resource completed while the miss was in flight.
 async fn store<St: CollectableStore>(
     inner: &Inner<St>,
     trip: &Trip,
     head: &mut HttpResponse<()>,
     body: &Bytes,
     plan: &StorePlan,
-) -> (Detail, Option<u64>) {
+) -> (Detail, Option<u64>, bool) {
     let now = SystemTime::now();
     prepare_stored_headers(&inner.policy, head.headers_mut(), plan);
     let stored = stored_response(head.status(), head.headers(), body.clone(), plan, now);
@@ -170,11 +180,13 @@ async fn store<St: CollectableStore>(
         marker: trip.variant_marker(),
         guard: trip.guard,
     };
-    if store_fresh(inner, at, entry).await {
-        log::debug!(target: LOG, "stored {:?} for {}s", trip.identity.key, plan.ttl.as_secs());
-        (Detail::Stored, Some(plan.ttl.as_secs()))
-    } else {
-        (Detail::NotStored, None)
+    match store_fresh_or_why(inner, at, entry).await {
+        Admitted::Stored => {
+            log::debug!(target: LOG, "stored {:?} for {}s", trip.identity.key, plan.ttl.as_secs());
+            (Detail::Stored, Some(plan.ttl.as_secs()), false)
+        }
+        Admitted::Raced => (Detail::NotStored, None, true),
+        Admitted::NotStored => (Detail::NotStored, None, false),
     }
 }
 
@@ -306,57 +318,78 @@ pub(super) async fn store_fresh<St: CollectableStore>(
     at: Placement<'_>,
     entry: CacheEntry,
 ) -> bool {
+    store_fresh_or_why(inner, at, entry).await == Admitted::Stored
+}
+
+/// What became of a response the cache meant to store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Admitted {
+    Stored,
+    /// A write of the resource completed while the miss was in flight (on this server or
+    /// another): the response may predate it.
+    Raced,
+    /// The store failed, or a collect of the resource has not reached it yet.
+    NotStored,
+}
+
+/// [`store_fresh`], saying why a response was not stored.
+pub(super) async fn store_fresh_or_why<St: CollectableStore>(
+    inner: &Inner<St>,
+    at: Placement<'_>,
+    entry: CacheEntry,
+) -> Admitted {
     let (key, resource) = (at.key, at.key.resource());
     let write_generation = match at.guard.generation {
         Guarded::Generation(generation) => generation,
         Guarded::Unknown => {
             log::trace!(target: LOG, "not stored {key:?}: write generation unknown");
-            return false;
+            return Admitted::NotStored;
         }
     };
-    if guard::written_since(resource, at.guard.epoch) {
+    if guard::written_since::<St>(resource, at.guard.epoch) {
         log::trace!(target: LOG, "not stored {key:?}: written while in flight");
-        return false;
+        return Admitted::Raced;
     }
     if super::backlog::holds::<St>(resource) {
         log::trace!(target: LOG, "not stored {key:?}: a collect of it is outstanding");
-        return false;
+        return Admitted::NotStored;
     }
     let target = if at.plan.vary.is_empty() {
         key.clone()
     } else {
         match store_variant_marker(inner, &at, &entry, write_generation).await {
-            Some(target) => target,
-            None => return false,
+            Ok(target) => target,
+            Err(why) => return why,
         }
     };
     let wrote_marker = !at.plan.vary.is_empty();
-    if !guarded_set(inner, &target, entry, write_generation).await {
+    let set = guarded_set(inner, &target, entry, write_generation).await;
+    if set != Admitted::Stored {
         if wrote_marker {
             let _ = inner.timed("remove", inner.store.remove(key)).await;
         }
-        return false;
+        return set;
     }
     // The re-check closes the window between the check above and the sets.
-    if guard::written_since(resource, at.guard.epoch) {
+    if guard::written_since::<St>(resource, at.guard.epoch) {
         let _ = inner.timed("remove", inner.store.remove(&target)).await;
         if wrote_marker {
             let _ = inner.timed("remove", inner.store.remove(key)).await;
         }
         log::trace!(target: LOG, "removed {target:?}: written while in flight");
-        return false;
+        return Admitted::Raced;
     }
-    true
+    Admitted::Stored
 }
 
 /// Stores the variant marker at the primary key (joining the existing one's generation where
-/// it names the same headers) and returns the variant's key; `None` when it could not.
+/// it names the same headers) and returns the variant's key, or why it could not.
 async fn store_variant_marker<St: CollectableStore>(
     inner: &Inner<St>,
     at: &Placement<'_>,
     entry: &CacheEntry,
     write_generation: Option<Generation>,
-) -> Option<CacheKey> {
+) -> Result<CacheKey, Admitted> {
     let joined = at.marker.and_then(|m| match m.kind() {
         EntryKind::Variants(v) if *v.names == *at.plan.vary => Some((v.generation, m.expires_at())),
         _ => None,
@@ -376,10 +409,10 @@ async fn store_variant_marker<St: CollectableStore>(
             generation,
         }),
     );
-    if !guarded_set(inner, at.key, marker, write_generation).await {
-        return None;
+    match guarded_set(inner, at.key, marker, write_generation).await {
+        Admitted::Stored => Ok(at.key.variant(&at.plan.vary, generation, at.headers)),
+        why => Err(why),
     }
-    Some(at.key.variant(&at.plan.vary, generation, at.headers))
 }
 
 /// The store's conditional set; a store of one process has none and sets.
@@ -395,28 +428,28 @@ async fn set_if_generation<St: CollectableStore>(
     }
 }
 
-/// Sets `entry`, under the store's write generation when there is one; whether it stored.
+/// Sets `entry`, under the store's write generation when there is one.
 async fn guarded_set<St: CollectableStore>(
     inner: &Inner<St>,
     key: &CacheKey,
     entry: CacheEntry,
     generation: Option<Generation>,
-) -> bool {
+) -> Admitted {
     match generation {
         Some(generation) => match inner
             .timed("set", set_if_generation(inner, key, entry, generation))
             .await
         {
-            Ok(true) => true,
+            Ok(true) => Admitted::Stored,
             Ok(false) => {
                 log::trace!(target: LOG, "not stored {key:?}: written on another server");
-                false
+                Admitted::Raced
             }
-            Err(_) => false,
+            Err(_) => Admitted::NotStored,
         },
-        None => inner
-            .timed("set", inner.store.set(key, entry))
-            .await
-            .is_ok(),
+        None => match inner.timed("set", inner.store.set(key, entry)).await {
+            Ok(()) => Admitted::Stored,
+            Err(_) => Admitted::NotStored,
+        },
     }
 }

@@ -44,16 +44,13 @@ static BY_SLOT: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
 /// The slot of `group` in a store of type `St`: stores of other types (a failing custom store
 /// beside a `MemoryStore`) do not hold up each other's resources.
 fn slot<St: 'static>(group: &ResourceGroup) -> &'static AtomicU32 {
-    use std::hash::BuildHasher;
-    let store_type = foldhash::fast::FixedState::with_seed(0x0062_6163_6b6c_6f67)
-        .hash_one(std::any::TypeId::of::<St>());
-    let index = (group.fingerprint() ^ store_type) as usize;
+    let index = crate::guard::of_store::<St>(group.fingerprint()) as usize;
     &BY_SLOT[index & (SLOTS - 1)]
 }
 
 /// The first pause before a retry, doubled after each failed round up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(25);
-const MAX_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// Whether any collect is outstanding in the process (the hit path's one check).
 pub(crate) fn any() -> bool {

@@ -36,7 +36,7 @@ pub(super) struct Invalidation {
 /// cache rewrote the request (`NormalizePath`, say); and the same-origin URIs in `Location` and
 /// `Content-Location`. Each group's write is recorded in the race guard here, before anything
 /// is collected, so a miss in flight cannot store its old response afterwards.
-pub(super) fn plan<St, B>(
+pub(super) fn plan<St: 'static, B>(
     inner: &Inner<St>,
     key: &CacheKey,
     res: &ServiceResponse<B>,
@@ -65,7 +65,7 @@ pub(super) fn plan<St, B>(
     let mut unique: Vec<CollectTarget> = Vec::with_capacity(targets.len());
     for target in targets {
         if !unique.contains(&target) {
-            guard::record_write(target.resource().fingerprint());
+            guard::record_write(guard::of_store::<St>(target.resource().fingerprint()));
             unique.push(target);
         }
     }
@@ -73,8 +73,10 @@ pub(super) fn plan<St, B>(
 }
 
 /// How long a write's response waits, at most, for its collects to reach the store (retrying
-/// a store that failed or timed out) before it is sent with the rest left to the backlog.
-const COLLECT_WAIT: Duration = Duration::from_secs(1);
+/// a store that failed, timed out or froze) before it is sent with the rest left to the
+/// backlog: the write's `2xx` then means the other servers can no longer serve what it made
+/// stale, through any outage shorter than this.
+const COLLECT_WAIT: Duration = Duration::from_secs(5);
 
 /// Collects every target of the plan, retrying each until [`COLLECT_WAIT`] has passed: once
 /// the write's response is sent, no server may serve what it made stale. A target the store
@@ -105,7 +107,7 @@ async fn collect_until<St: CollectableStore>(
             return false;
         }
         actix_web::rt::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

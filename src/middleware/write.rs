@@ -90,15 +90,20 @@ where
     let flags = RequestFlags::of(req.headers());
     let stores = inner.policy.visibility != Visibility::Private;
     let fail_closed = stores && flags.preconditions && !inner.policy.fail_open_writes;
-    // Conditional writes of one resource go one at a time: check, handler, marker.
+    // Writes of one resource that a precondition may guard go one at a time: check, handler,
+    // marker. A plain PUT, PATCH or DELETE takes the locks too, so that it cannot slip in
+    // between a conditional write's check and its handler (a lost update); POST and extension
+    // methods, which usually act on a collection, do not wait.
     let mut lock = None;
     let mut remote = None;
-    if stores && flags.preconditions && req.extensions().get::<WriteLockHeld>().is_none() {
+    let guarded = flags.preconditions || takes_the_lock(req.method());
+    if stores && guarded && req.extensions().get::<WriteLockHeld>().is_none() {
         // The body first, with no lock held: a client that sends it slowly holds up only
-        // itself, not every other conditional write of the resource.
+        // itself, not every other write of the resource.
         read_body_in(&mut req, inner.policy.max_body_size).await;
         let deadline = Instant::now() + LOCK_WAIT;
-        let local = guard::lock_conditional_write(key.resource().fingerprint());
+        let local =
+            guard::lock_conditional_write(guard::of_store::<St>(key.resource().fingerprint()));
         match actix_web::rt::time::timeout(LOCK_WAIT, local).await {
             Ok(held) => {
                 req.extensions_mut().insert(WriteLockHeld);
@@ -109,7 +114,7 @@ where
                 return Ok(unavailable(&inner, req));
             }
             Err(_) => {
-                log::warn!(target: LOG, "write of {:?} goes on without the lock (fail-open)", key.resource())
+                log::debug!(target: LOG, "write of {:?} goes on without the lock", key.resource())
             }
         }
         // Across servers sharing the store, the same: a lock in the store, taken after this
@@ -123,7 +128,7 @@ where
                 return Ok(unavailable(&inner, req));
             }
             StoreLock::Unavailable => {
-                log::warn!(target: LOG, "write of {:?} goes on without the store lock (fail-open)", key.resource())
+                log::debug!(target: LOG, "write of {:?} goes on without the store lock", key.resource())
             }
         }
     }
@@ -264,6 +269,19 @@ where
     let Some(plan) = invalidate::plan(inner, key, &res) else {
         return Ok(res.map_into_left_body());
     };
+    if stores && is_known_write(&method) {
+        // A response stored while the handler ran (a read on another server, which cannot know
+        // of this write yet) was handed to its client with its tag: the marker must name it.
+        let now = stored_now(inner, key, res.request().headers()).await;
+        if let Lookup::Hit { entry, .. } = &now {
+            if let EntryKind::Response(response) = entry.kind() {
+                let tag = response.etag.as_ref().map(StoredTag::tag);
+                if let Some(tag) = tag.filter(|t| !t.weak) {
+                    superseded.push(tag.opaque.into());
+                }
+            }
+        }
+    }
     invalidate::apply(inner, plan).await;
     // A marker is worth writing when it remembers something. Only the methods known to change
     // the representation leave one; an extension method may be read-only (WebDAV's PROPFIND),
@@ -273,6 +291,25 @@ where
         leave_marker(inner, key, &res, superseded).await;
     }
     Ok(res.map_into_left_body())
+}
+
+/// What the store holds at `key` once a write's handler is done, asking again after a failure
+/// for up to [`LOCK_WAIT`] (a slow or frozen store answers again soon).
+async fn stored_now<St: CollectableStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    headers: &actix_web::http::header::HeaderMap,
+) -> Lookup {
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let found = lookup::lookup(inner, key, headers).await;
+        if !matches!(found, Lookup::StoreFailed) || Instant::now() + pause >= deadline {
+            return found;
+        }
+        actix_web::rt::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }
 
 /// What the store holds of `key` and its group's write marker.
@@ -401,6 +438,12 @@ async fn lock_in_store<St: CollectableStore>(
             }
         }
     }
+}
+
+/// `PUT`, `PATCH` and `DELETE`: the writes of one resource (not of a collection) that take its
+/// locks even without a precondition.
+fn takes_the_lock(method: &Method) -> bool {
+    matches!(*method, Method::PUT | Method::PATCH | Method::DELETE)
 }
 
 /// `PUT`, `PATCH`, `DELETE` and `POST`: the methods known to change the target resource.

@@ -456,6 +456,7 @@ impl RedisStore {
         set.key(self.index_key(resource))
             .key(self.group_generation_key(resource))
             .key(self.query_generation_key(resource, key.query()))
+            .key(self.lock_key(resource))
             .arg(value)
             .arg(ttl_ms)
             .arg(expected)

@@ -35,7 +35,9 @@ return g[1] .. g[2]
 /// and indexes it in the group's index (KEYS[2], a sorted set of entry keys scored by expiry).
 ///
 /// With ARGV[3] set, only if the generations (KEYS[3], KEYS[4]) are still ARGV[3]: a write on
-/// some server collected the resource since the miss began. With ARGV[3] empty, under the
+/// some server collected the resource since the miss began; and only while no write of the
+/// group holds its lock (KEYS[5]): a response stored during a write would reach its client
+/// with a tag the write cannot know it made stale. With ARGV[3] empty, under the
 /// current generations, made (ARGV[4], ARGV[5]) where missing. The generation keys and the
 /// index live at least as long as the entry. When the group holds ARGV[6] entries already, the
 /// ones closest to expiry are dropped first (for one scope's lifetime, the oldest).
@@ -48,7 +50,7 @@ local ttl = tonumber(ARGV[2])
 local gp = redis.call('GET', KEYS[3])
 local gq = redis.call('GET', KEYS[4])
 if ARGV[3] ~= '' then
-  if not gp or not gq or (gp .. gq) ~= ARGV[3] then
+  if not gp or not gq or (gp .. gq) ~= ARGV[3] or redis.call('EXISTS', KEYS[5]) == 1 then
     return 0
   end
 else

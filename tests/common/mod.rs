@@ -3,6 +3,8 @@
 
 pub mod acceptance;
 pub mod app;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 
 #[allow(unused_imports)]
 pub use app::*;
