@@ -249,7 +249,8 @@ pub use crate::{
     middleware::Cache,
     policy::{
         Visibility, DEFAULT_CACHE_STATUS_NAME, DEFAULT_COALESCE_WAIT, DEFAULT_EXPIRY,
-        DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE, DEFAULT_STORE_TIMEOUT,
+        DEFAULT_INVALIDATION_WAIT, DEFAULT_KEEP_STALE, DEFAULT_MAX_BODY_SIZE,
+        DEFAULT_STORE_TIMEOUT,
     },
     store::{
         CacheStore, CollectTarget, CollectableStore, Coordinate, Coordination, Generation,

@@ -62,6 +62,18 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 1024 * 1024;
 /// let app = actix_web::App::new().wrap(Cache::new(MemoryStore::new(100)));
 /// ```
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long a successful write's answer waits, at most, for its invalidation to reach the
+/// store (retrying a store that failed, timed out or froze): 2 seconds. See
+/// [`Cache::invalidation_wait`](crate::Cache::invalidation_wait).
+///
+/// ```
+/// use actix_response_cache::DEFAULT_INVALIDATION_WAIT;
+///
+/// assert_eq!(DEFAULT_INVALIDATION_WAIT, std::time::Duration::from_secs(2));
+/// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(actix_response_cache::MemoryStore::new(10)));
+/// ```
+pub const DEFAULT_INVALIDATION_WAIT: Duration = Duration::from_secs(2);
 /// How long a stale entry that has a validator is kept so that it can be revalidated
 /// (RFC 9111 §4.3) rather than fetched again: 60 seconds.
 ///
@@ -102,6 +114,8 @@ pub(crate) struct Policy {
     pub(crate) collect_query_variants: bool,
     /// Conditional writes go on when their validator cannot be known (unsafe).
     pub(crate) fail_open_writes: bool,
+    /// How long a write's answer waits for its invalidation to reach the store.
+    pub(crate) invalidation_wait: Duration,
     pub(crate) cache_status: Option<String>,
     /// Shared-cache mode: the response's own headers decide freshness (RFC 9111 §4.2).
     pub(crate) shared: bool,
@@ -129,6 +143,7 @@ impl Default for Policy {
             store_timeout: DEFAULT_STORE_TIMEOUT,
             collect_query_variants: false,
             fail_open_writes: false,
+            invalidation_wait: DEFAULT_INVALIDATION_WAIT,
             cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_owned()),
             shared: false,
             heuristic: None,

@@ -204,7 +204,9 @@ async fn failing_store_with_fail_open_lets_conditional_writes_through() {
 async fn hanging_store_is_cut_off_by_the_store_timeout() {
     let calls = Calls::default();
     let app = app!(
-        Cache::new(HangingStore).store_timeout(Duration::from_millis(50)),
+        Cache::new(HangingStore)
+            .store_timeout(Duration::from_millis(50))
+            .invalidation_wait(Duration::from_millis(200)),
         calls
     );
     let limit = Duration::from_secs(5);

@@ -212,6 +212,36 @@ impl<St> Cache<St> {
         self.policy_mut(|p| p.store_timeout = timeout)
     }
 
+    /// Sets how long a successful write's answer waits, at most, for its invalidation to reach
+    /// the store (default [`DEFAULT_INVALIDATION_WAIT`](crate::DEFAULT_INVALIDATION_WAIT), 2 s).
+    ///
+    /// A write answers only once the store has taken its collect (and its write marker), so
+    /// that when its `2xx` arrives no server serves what it made stale. A store that fails,
+    /// times out or freezes is tried again until this wait runs out; the write is then
+    /// answered anyway, its invalidation kept in the background, and until it lands this
+    /// process serves the resource uncached and answers its conditional writes with `503`.
+    /// Other servers sharing the store can serve the old entry in that time: the wait is the
+    /// outage a write rides out without that window.
+    ///
+    /// # Panics
+    /// Panics if `wait` is zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).invalidation_wait(Duration::from_secs(5));
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn invalidation_wait(self, wait: Duration) -> Self {
+        assert!(
+            !wait.is_zero(),
+            "Cache::invalidation_wait: the wait must be positive"
+        );
+        self.policy_mut(|p| p.invalidation_wait = wait)
+    }
+
     /// Lets conditional writes go on when their current validator cannot be known. **Unsafe:**
     /// a lost update becomes possible.
     ///

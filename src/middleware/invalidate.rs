@@ -72,18 +72,22 @@ pub(super) fn plan<St: 'static, B>(
     Some(Invalidation { targets: unique })
 }
 
-/// How long a write's response waits, at most, for its collects to reach the store (retrying
-/// a store that failed, timed out or froze) before it is sent with the rest left to the
-/// backlog: the write's `2xx` then means the other servers can no longer serve what it made
-/// stale, through any outage shorter than this.
-const COLLECT_WAIT: Duration = Duration::from_secs(5);
+/// When a write's invalidation must have reached the store: its
+/// [`invalidation_wait`](crate::Cache::invalidation_wait) from now.
+pub(super) fn deadline<St>(inner: &Inner<St>) -> Instant {
+    Instant::now() + inner.policy.invalidation_wait
+}
 
-/// Collects every target of the plan, retrying each until [`COLLECT_WAIT`] has passed: once
-/// the write's response is sent, no server may serve what it made stale. A target the store
-/// still does not take goes into the worker's [backlog](super::backlog), which keeps its group
-/// away from the store until a retry gets it there.
-pub(super) async fn apply<St: CollectableStore>(inner: &Rc<Inner<St>>, plan: Invalidation) {
-    let deadline = Instant::now() + COLLECT_WAIT;
+/// Collects every target of the plan, retrying each until `deadline` (the write's
+/// [`invalidation_wait`](crate::Cache::invalidation_wait)): once the write's response is sent,
+/// no server may serve what it made stale. A target the store still does not take goes into
+/// the worker's [backlog](super::backlog), which keeps its group away from the store until a
+/// retry gets it there.
+pub(super) async fn apply<St: CollectableStore>(
+    inner: &Rc<Inner<St>>,
+    plan: Invalidation,
+    deadline: Instant,
+) {
     for target in plan.targets {
         if !collect_until(inner, &target, deadline).await {
             Backlog::collect_later(inner, target);

@@ -99,6 +99,41 @@ fn resolve_now<St: CacheStore>(
     })
 }
 
+/// What the store holds at `key` as every server sees it, for judging a write: a store
+/// several servers share is asked through [`Coordinate::get_shared`](crate::Coordinate), past
+/// any local tier.
+pub(super) async fn lookup_shared<St: CollectableStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    headers: &HeaderMap,
+) -> Lookup {
+    let Some(c) = inner.coordinator() else {
+        return lookup(inner, key, headers).await;
+    };
+    if super::backlog::holds::<St>(key.resource()) {
+        return Lookup::StoreFailed;
+    }
+    let now = SystemTime::now();
+    let primary = match inner.timed("get", c.get_shared(key)).await {
+        Ok(primary) => primary,
+        Err(_) => return Lookup::StoreFailed,
+    };
+    match primary_lookup(primary, now) {
+        Ok(lookup) => lookup,
+        Err(marker) => {
+            let variant = match marker.kind() {
+                EntryKind::Variants(v) => key.variant(&v.names, v.generation, headers),
+                _ => key.clone(),
+            };
+            let answer = inner
+                .timed("get", c.get_shared(&variant))
+                .await
+                .map_err(drop);
+            variant_lookup(answer, marker, now)
+        }
+    }
+}
+
 /// Looks `key` (and the variant its marker leads to) up in the store.
 pub(super) async fn lookup<St: CollectableStore>(
     inner: &Inner<St>,
@@ -145,9 +180,12 @@ pub(super) async fn write_marker<St: CollectableStore>(
         ));
     }
     let now = SystemTime::now();
-    let found = match inner.store.get_now(marker.as_bytes()) {
-        Some(found) => found,
-        None => inner.timed("get", inner.store.get(marker)).await,
+    let found = match inner.coordinator() {
+        Some(c) => inner.timed("get", c.get_shared(marker)).await,
+        None => match inner.store.get_now(marker.as_bytes()) {
+            Some(found) => found,
+            None => inner.timed("get", inner.store.get(marker)).await,
+        },
     };
     Ok(found?.filter(|e| !e.is_expired(now) && matches!(e.kind(), EntryKind::Modified(_))))
 }

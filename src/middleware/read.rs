@@ -240,7 +240,7 @@ where
     // is invalidated as any write's would be, and nothing is stored.
     if crate::request::is_unsafe(res.request().method()) {
         if let Some(plan) = invalidate::plan(inner, &trip.identity.key, &res) {
-            invalidate::apply(inner, plan).await;
+            invalidate::apply(inner, plan, invalidate::deadline(inner)).await;
         }
     }
     admit::admit(inner, res, trip).await

@@ -145,7 +145,7 @@ fn sort<St: CollectableStore, B>(inner: &Inner<St>, mut req: ServiceRequest) -> 
     let flags = RequestFlags::of(req.headers());
     let key = CacheKey::of_request(req.request(), flags.forwarded);
     let now = SystemTime::now();
-    let outstanding = super::backlog::any();
+    let outstanding = super::backlog::any() || inner.coordinator().is_some();
     let stored = lookup::lookup_key_now(&inner.store, &key, req.headers(), now)
         .filter(|_| !outstanding)
         .and_then(|lookup| {
@@ -223,7 +223,10 @@ where
                     Some(plan) => {
                         let inner = Rc::clone(inner);
                         CacheFuture::Collecting {
-                            fut: Box::pin(async move { invalidate::apply(&inner, plan).await }),
+                            fut: Box::pin(async move {
+                                let deadline = invalidate::deadline(&inner);
+                                invalidate::apply(&inner, plan, deadline).await
+                            }),
                             res: Some(res.map_into_left_body()),
                         }
                     }

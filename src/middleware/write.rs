@@ -269,10 +269,11 @@ where
     let Some(plan) = invalidate::plan(inner, key, &res) else {
         return Ok(res.map_into_left_body());
     };
+    let deadline = invalidate::deadline(inner);
     if stores && is_known_write(&method) {
         // A response stored while the handler ran (a read on another server, which cannot know
         // of this write yet) was handed to its client with its tag: the marker must name it.
-        let now = stored_now(inner, key, res.request().headers()).await;
+        let now = stored_now(inner, key, res.request().headers(), deadline).await;
         if let Lookup::Hit { entry, .. } = &now {
             if let EntryKind::Response(response) = entry.kind() {
                 let tag = response.etag.as_ref().map(StoredTag::tag);
@@ -282,7 +283,7 @@ where
             }
         }
     }
-    invalidate::apply(inner, plan).await;
+    invalidate::apply(inner, plan, deadline).await;
     // A marker is worth writing when it remembers something. Only the methods known to change
     // the representation leave one; an extension method may be read-only (WebDAV's PROPFIND),
     // so it only invalidates, as RFC 9111 §4.4 asks.
@@ -294,16 +295,16 @@ where
 }
 
 /// What the store holds at `key` once a write's handler is done, asking again after a failure
-/// for up to [`LOCK_WAIT`] (a slow or frozen store answers again soon).
+/// until `deadline` (a slow or frozen store answers again soon).
 async fn stored_now<St: CollectableStore>(
     inner: &Inner<St>,
     key: &CacheKey,
     headers: &actix_web::http::header::HeaderMap,
+    deadline: Instant,
 ) -> Lookup {
-    let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(10);
     loop {
-        let found = lookup::lookup(inner, key, headers).await;
+        let found = lookup::lookup_shared(inner, key, headers).await;
         if !matches!(found, Lookup::StoreFailed) || Instant::now() + pause >= deadline {
             return found;
         }
@@ -318,7 +319,7 @@ async fn stored_of<St: CollectableStore>(
     key: &CacheKey,
     req: &ServiceRequest,
 ) -> Stored {
-    let lookup = lookup::lookup(inner, key, req.headers()).await;
+    let lookup = lookup::lookup_shared(inner, key, req.headers()).await;
     let marker_key = CacheKey::write_marker(key.resource_handle(), key.query_handle());
     let marker = lookup::write_marker(inner, &marker_key).await;
     let known = marker.is_ok() && !matches!(lookup, Lookup::StoreFailed);

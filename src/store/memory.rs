@@ -1,11 +1,21 @@
 //! The default store: a bounded, in-process LRU.
 
-use std::{collections::HashMap, fmt, sync::Arc, time::SystemTime};
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::SystemTime,
+};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::{CacheStore, CollectTarget, CollectableStore, Coordination, StoreError};
+use super::{
+    CacheStore, CollectTarget, CollectableStore, Coordination, StoreError, DEFAULT_MAX_VARIANTS,
+};
 use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 
 /// A bounded in-memory LRU store, shared by every worker of the process.
@@ -55,13 +65,56 @@ struct Shards {
 struct State {
     /// Unbounded in the LRU's own terms: `max_entries` is enforced here, so that no table of
     /// the full capacity is allocated up front.
-    entries: LruCache<CacheKey, CacheEntry>,
-    /// Every key stored per resource, so that `collect` never scans the whole cache. Most
-    /// resources have one or two keys: a small vector beats a set.
-    by_resource: HashMap<Arc<ResourceGroup>, Vec<CacheKey>, foldhash::fast::RandomState>,
+    entries: LruCache<CacheKey, Slot>,
+    /// Per resource group: its write generations, live counts and insertion order, so that
+    /// collect, removal, eviction and the variant cap each cost O(1) (amortised), whatever the
+    /// number of keys of the group.
+    groups: HashMap<Arc<ResourceGroup>, Group, foldhash::fast::RandomState>,
     bytes: usize,
     max_bytes: usize,
     max_entries: usize,
+    max_variants: usize,
+    /// The stamp of the next stored entry (order within the shard).
+    next_stamp: u64,
+}
+
+/// A stored entry, with the write generations it was stored under: when either cell has moved
+/// on (a collect), the entry is unusable and is dropped when next met.
+struct Slot {
+    entry: CacheEntry,
+    group_cell: Arc<AtomicU64>,
+    group_generation: u64,
+    query_cell: Arc<AtomicU64>,
+    query_generation: u64,
+    stamp: u64,
+}
+
+impl Slot {
+    /// Whether no collect has made the entry unusable since it was stored.
+    fn current(&self) -> bool {
+        self.group_cell.load(Ordering::Acquire) == self.group_generation
+            && self.query_cell.load(Ordering::Acquire) == self.query_generation
+    }
+}
+
+/// What a shard keeps of one resource group.
+#[derive(Default)]
+struct Group {
+    /// Moved on by a collect of every query string.
+    cell: Arc<AtomicU64>,
+    /// Per query string (in group form): its generation cell and live entries.
+    queries: HashMap<Arc<str>, Query, foldhash::fast::RandomState>,
+    /// Entries held (usable or not yet reclaimed).
+    live: usize,
+    /// Keys in the order they were stored, with their stamps; an item whose key holds another
+    /// stamp (or nothing) is a tombstone, skipped when met. Kept within twice the live count.
+    order: VecDeque<(CacheKey, u64)>,
+}
+
+#[derive(Default)]
+struct Query {
+    cell: Arc<AtomicU64>,
+    live: usize,
 }
 
 /// Stores smaller than this many entries per shard are not split: their LRU order and bounds
@@ -123,10 +176,12 @@ impl MemoryStore {
             .map(|_| {
                 Mutex::new(State {
                     entries: LruCache::unbounded(),
-                    by_resource: HashMap::default(),
+                    groups: HashMap::default(),
                     bytes: 0,
                     max_bytes: DEFAULT_MAX_BYTES.div_ceil(n),
                     max_entries: per_shard,
+                    max_variants: DEFAULT_MAX_VARIANTS,
+                    next_stamp: 0,
                 })
             })
             .collect();
@@ -161,7 +216,31 @@ impl MemoryStore {
         self
     }
 
-    /// The number of entries held now (expired ones not yet read included).
+    /// Sets how many entries one resource group may hold (every query string and `Vary`
+    /// variant of one path, aliases included; default
+    /// [`DEFAULT_MAX_VARIANTS`](crate::DEFAULT_MAX_VARIANTS)). Storing one more drops the
+    /// group's oldest, so a flood of distinct query strings or header values on one URL cannot
+    /// crowd out the rest of the cache.
+    ///
+    /// # Panics
+    /// Panics if `max` is zero.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let store = MemoryStore::new(100_000).max_variants(64);
+    /// let app = actix_web::App::new().wrap(Cache::new(store));
+    /// ```
+    #[must_use]
+    pub fn max_variants(self, max: usize) -> Self {
+        assert!(max > 0, "MemoryStore::max_variants: must be at least 1");
+        for shard in self.inner.shards.iter() {
+            shard.lock().max_variants = max;
+        }
+        self
+    }
+
+    /// The number of entries held now (expired or collected ones not yet reclaimed included).
     ///
     /// ```
     /// # use actix_response_cache::MemoryStore;
@@ -211,7 +290,7 @@ impl MemoryStore {
         for shard in self.inner.shards.iter() {
             let mut state = shard.lock();
             state.entries.clear();
-            state.by_resource.clear();
+            state.groups.clear();
             state.bytes = 0;
         }
     }
@@ -222,19 +301,27 @@ fn weight(key: &CacheKey, entry: &CacheEntry) -> usize {
 }
 
 impl State {
-    fn unindex(&mut self, key: &CacheKey, entry: &CacheEntry) {
-        self.bytes = self.bytes.saturating_sub(weight(key, entry));
-        if let Some(keys) = self.by_resource.get_mut(key.resource()) {
-            keys.retain(|k| k != key);
-            if keys.is_empty() {
-                self.by_resource.remove(key.resource());
+    /// Forgets a removed entry in its group's counts: O(1), no scan of the group's keys.
+    fn unindex(&mut self, key: &CacheKey, slot: &Slot) {
+        self.bytes = self.bytes.saturating_sub(weight(key, &slot.entry));
+        let Some(group) = self.groups.get_mut(key.resource()) else {
+            return;
+        };
+        group.live = group.live.saturating_sub(1);
+        if let Some(query) = group.queries.get_mut(key.query()) {
+            query.live = query.live.saturating_sub(1);
+            if query.live == 0 {
+                group.queries.remove(key.query());
             }
+        }
+        if group.live == 0 {
+            self.groups.remove(key.resource());
         }
     }
 
     fn remove(&mut self, key: &CacheKey) {
-        if let Some(entry) = self.entries.pop(key) {
-            self.unindex(key, &entry);
+        if let Some(slot) = self.entries.pop(key) {
+            self.unindex(key, &slot);
         }
     }
 
@@ -251,26 +338,97 @@ impl State {
                 None => break,
             }
         }
-        self.entries.push(key.clone(), entry);
-        self.bytes += size;
-        self.by_resource
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let group = self
+            .groups
             .entry(Arc::clone(key.resource_handle()))
-            .or_default()
-            .push(key.clone());
-    }
-}
-
-impl State {
-    fn lookup(&mut self, key: &[u8]) -> Option<CacheEntry> {
-        let fresh = match self.entries.get(key) {
-            Some(entry) if entry.is_expired(SystemTime::now()) => None,
-            Some(entry) => return Some(entry.clone()),
-            None => return None,
+            .or_default();
+        let query = group
+            .queries
+            .entry(Arc::clone(key.query_handle()))
+            .or_default();
+        query.live += 1;
+        let slot = Slot {
+            entry,
+            group_generation: group.cell.load(Ordering::Acquire),
+            group_cell: Arc::clone(&group.cell),
+            query_generation: query.cell.load(Ordering::Acquire),
+            query_cell: Arc::clone(&query.cell),
+            stamp,
         };
-        if let Some((key, entry)) = self.entries.pop_entry(key) {
-            self.unindex(&key, &entry);
+        group.live += 1;
+        group.order.push_back((key.clone(), stamp));
+        self.entries.push(key.clone(), slot);
+        self.bytes += size;
+        self.bound_group(key.resource());
+    }
+
+    /// Keeps a group within the variant cap (its oldest entries go first) and its order queue
+    /// within twice its live entries; amortised O(1) per insert.
+    fn bound_group(&mut self, resource: &ResourceGroup) {
+        loop {
+            let Some(group) = self.groups.get_mut(resource) else {
+                return;
+            };
+            let over_cap = group.live > self.max_variants;
+            let too_long = group.order.len() > 2 * group.live + 8;
+            if !over_cap && !too_long {
+                return;
+            }
+            let Some((key, stamp)) = group.order.pop_front() else {
+                return;
+            };
+            let held = self.entries.peek(&key).is_some_and(|s| s.stamp == stamp);
+            match (held, over_cap) {
+                (true, true) => self.remove(&key),
+                // Not over the cap: a live item only moves to the back, a tombstone goes.
+                (true, false) => {
+                    if let Some(group) = self.groups.get_mut(resource) {
+                        group.order.push_back((key, stamp));
+                    }
+                    return;
+                }
+                (false, _) => {}
+            }
         }
-        fresh
+    }
+
+    /// The entry at `key` if it is usable: not expired, not collected. An unusable one is
+    /// dropped.
+    fn lookup(&mut self, key: &[u8]) -> Option<CacheEntry> {
+        match self.entries.get(key) {
+            Some(slot) if slot.current() && !slot.entry.is_expired(SystemTime::now()) => {
+                return Some(slot.entry.clone())
+            }
+            Some(_) => {}
+            None => return None,
+        }
+        if let Some((key, slot)) = self.entries.pop_entry(key) {
+            self.unindex(&key, &slot);
+        }
+        None
+    }
+
+    /// Makes every entry `target` matches unusable: one generation moves on. Returns how many
+    /// entries that concerned (usable or not yet reclaimed).
+    fn collect(&mut self, target: &CollectTarget) -> usize {
+        let Some(group) = self.groups.get_mut(target.resource()) else {
+            return 0;
+        };
+        match target.query() {
+            None => {
+                group.cell.fetch_add(1, Ordering::AcqRel);
+                group.live
+            }
+            Some(query) => match group.queries.get(query) {
+                Some(q) => {
+                    q.cell.fetch_add(1, Ordering::AcqRel);
+                    q.live
+                }
+                None => 0,
+            },
+        }
     }
 }
 
@@ -286,7 +444,9 @@ impl CacheStore for MemoryStore {
     fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
         // The hit path: no clock read here (the middleware checks expiry with the time it
         // already has); an expired entry is replaced when the miss stores its successor.
-        Some(Ok(self.inner.for_key(key).lock().entries.get(key).cloned()))
+        let mut shard = self.inner.for_key(key).lock();
+        let found = shard.entries.get(key).filter(|slot| slot.current());
+        Some(Ok(found.map(|slot| slot.entry.clone())))
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
@@ -314,18 +474,13 @@ impl CollectableStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// [`collect`](CollectableStore::collect), synchronously.
+    /// [`collect`](CollectableStore::collect), synchronously: O(1), whatever the number of
+    /// entries of the resource.
     pub(crate) fn collect_now(&self, target: &CollectTarget) -> usize {
-        let mut state = self.inner.for_resource(target.resource()).lock();
-        let doomed: Vec<CacheKey> = state
-            .by_resource
-            .get(target.resource())
-            .map(|keys| keys.iter().filter(|k| target.matches(k)).cloned().collect())
-            .unwrap_or_default();
-        for key in &doomed {
-            state.remove(key);
-        }
-        doomed.len()
+        self.inner
+            .for_resource(target.resource())
+            .lock()
+            .collect(target)
     }
 }
 
@@ -336,5 +491,106 @@ impl fmt::Debug for MemoryStore {
             .field("entries", &self.len())
             .field("bytes", &self.bytes())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry() -> CacheEntry {
+        CacheEntry::test_response(b"body", Duration::from_secs(60))
+    }
+
+    fn key(path: &str, query: &str) -> CacheKey {
+        CacheKey::for_get("h", path, query)
+    }
+
+    fn set(store: &MemoryStore, key: &CacheKey) {
+        let shard = store.inner.for_resource(key.resource());
+        shard.lock().insert(key, entry());
+    }
+
+    fn has(store: &MemoryStore, key: &CacheKey) -> bool {
+        matches!(store.get_now(key.as_bytes()), Some(Ok(Some(_))))
+    }
+
+    fn target(path: &str, query: Option<&str>) -> CollectTarget {
+        CollectTarget::new(ResourceGroup::new("h", path), query.map(Into::into))
+    }
+
+    #[test]
+    fn a_collect_by_query_makes_only_that_query_unusable() {
+        let store = MemoryStore::new(100);
+        let (a, b) = (key("/r", "a=1"), key("/r", "b=1"));
+        set(&store, &a);
+        set(&store, &b);
+        assert_eq!(store.collect_now(&target("/r", Some("a=1"))), 1);
+        assert!(!has(&store, &a));
+        assert!(has(&store, &b));
+        // A set after the collect is served.
+        set(&store, &a);
+        assert!(has(&store, &a));
+    }
+
+    #[test]
+    fn a_collect_of_every_query_makes_the_group_unusable() {
+        let store = MemoryStore::new(100);
+        let keys = [key("/r", ""), key("/r", "x=1"), key("/other", "")];
+        for k in &keys {
+            set(&store, k);
+        }
+        assert_eq!(store.collect_now(&target("/r", None)), 2);
+        assert!(!has(&store, &keys[0]) && !has(&store, &keys[1]));
+        assert!(has(&store, &keys[2]));
+    }
+
+    #[test]
+    fn the_variant_cap_drops_the_oldest_first() {
+        let store = MemoryStore::new(100).max_variants(3);
+        let keys: Vec<CacheKey> = (0..5).map(|i| key("/r", &format!("q={i}"))).collect();
+        for k in &keys {
+            set(&store, k);
+        }
+        let held: Vec<bool> = keys.iter().map(|k| has(&store, k)).collect();
+        assert_eq!(held, [false, false, true, true, true]);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
+    fn counts_follow_removal_eviction_and_replacement() {
+        let store = MemoryStore::new(2);
+        let (a, b, c) = (key("/r", "a"), key("/r", "b"), key("/s", ""));
+        set(&store, &a);
+        set(&store, &a);
+        set(&store, &b);
+        set(&store, &c); // evicts a
+        let state = store.inner.for_resource(a.resource()).lock();
+        assert_eq!(state.groups.get(a.resource()).map(|g| g.live), Some(1));
+        assert!(state.groups.get(a.resource()).unwrap().order.len() <= 10);
+        drop(state);
+        futures_util::FutureExt::now_or_never(store.remove(&b))
+            .unwrap()
+            .unwrap();
+        let state = store.inner.for_resource(a.resource()).lock();
+        assert!(
+            !state.groups.contains_key(a.resource()),
+            "an empty group is dropped"
+        );
+    }
+
+    #[test]
+    fn replacing_one_key_keeps_its_order_queue_bounded() {
+        let store = MemoryStore::new(100).max_variants(4);
+        let (hot, cold) = (key("/r", "hot"), key("/r", "cold"));
+        set(&store, &cold);
+        for _ in 0..1000 {
+            set(&store, &hot);
+        }
+        assert!(has(&store, &cold), "a live entry was dropped under the cap");
+        let state = store.inner.for_resource(hot.resource()).lock();
+        assert!(state.groups.get(hot.resource()).unwrap().order.len() <= 12);
     }
 }

@@ -446,6 +446,14 @@ pub trait Coordinate {
         key: &'a CacheKey,
     ) -> LocalBoxFuture<'a, Result<Generation, StoreError>>;
 
+    /// The entry stored under `key` as every server sees it: for a store with a local tier,
+    /// what the shared tier holds (a conditional write is judged against it, never against a
+    /// local copy that another server's write may not have reached yet).
+    fn get_shared<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> LocalBoxFuture<'a, Result<Option<CacheEntry>, StoreError>>;
+
     /// Stores `entry` unless the generation of its resource and query is no longer
     /// `generation`; returns whether it stored.
     fn set_if_generation<'a>(

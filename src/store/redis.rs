@@ -582,6 +582,13 @@ impl Coordinate for RedisStore {
         })
     }
 
+    fn get_shared<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> LocalBoxFuture<'a, Result<Option<CacheEntry>, StoreError>> {
+        Box::pin(self.get(key))
+    }
+
     fn set_if_generation<'a>(
         &'a self,
         key: &'a CacheKey,
