@@ -87,9 +87,10 @@ pub(crate) fn unique_token() -> u64 {
 /// that carry the same (current) `If-Match` cannot both pass the check before either has
 /// written: the second waits, then finds the first write's marker and gets its `412`.
 ///
-/// Unconditional writes do not wait: they did not ask for protection, and a slow upload must
-/// not hold up every other write to its collection. Servers sharing a store are serialised
-/// through the store's own lock ([`CacheStore::try_lock_resource`](crate::CacheStore)).
+/// Plain `PUT`/`PATCH`/`DELETE` take it too (so none slips in between a conditional write's
+/// check and its handler); `POST` does not. A write's body is read in before it waits, and the
+/// wait is bounded by its caller. Servers sharing a store are serialised through the store's
+/// own lock ([`Coordinate::try_lock`](crate::Coordinate::try_lock)).
 pub(crate) async fn lock_conditional_write(
     resource: u64,
 ) -> futures_util::lock::OwnedMutexGuard<()> {

@@ -147,10 +147,11 @@
 //! - The cache judges writes only from what it has stored: the entry under the write's own key,
 //!   else the group's write marker (the tags the last write of any alias made stale). A stored
 //!   response of *another* alias is not looked up for the current validator.
-//!   Conditional writes of one resource
-//!   run one at a time within the process, and across servers with a store that can lock
-//!   (`RedisStore`); a store failure or a lock held past 5 s lets a write go on without it.
-//!   Handlers that must never lose an update should still check a version themselves.
+//!   Conditional writes of one resource (and plain `PUT`/`PATCH`/`DELETE`) run one at a time
+//!   within the process, and across servers with a store that can lock (`RedisStore`). When
+//!   the store cannot say what it holds, or a lock cannot be had within 5 s, a conditional write
+//!   gets `503` with `Retry-After` (see [`Cache::fail_open_conditional_writes`]). On a cold store
+//!   the handler judges: handlers that must never lose an update should still check a version.
 //! - `Range` and `If-Range` are not evaluated: a hit answers with the whole stored response.
 //!
 //! # Middleware order

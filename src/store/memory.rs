@@ -29,6 +29,14 @@ use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 /// entries are dropped when they are next read. Nothing of the full capacity is allocated up
 /// front.
 ///
+/// A collect is O(1), whatever the number of entries of the resource: it moves the write
+/// generation of the resource (or of one query string), and every entry stored before no
+/// longer answers; such entries still count against the bounds until a lookup meets them, the
+/// LRU evicts them or the cap drops them. Removal and eviction are O(1) too (no scan of a
+/// resource's keys). One resource group holds at most [`max_variants`](Self::max_variants)
+/// entries (default 1024, every query string and `Vary` variant), its oldest dropped first, so
+/// a flood of distinct query strings or header values on one URL cannot crowd out the rest.
+///
 /// `Clone` shares one store, so several [`Cache`](crate::Cache)s (and every worker thread) can use
 /// the same one. A store of more than 1024 entries is split into up to 16 shards, each with its
 /// own lock and an equal part of both bounds (so LRU order is kept per shard); every entry of a

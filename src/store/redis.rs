@@ -108,17 +108,24 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// the same entries (and so the same `ETag`s).
 ///
 /// - Entries expire with Redis' own TTL (`PX`): nothing stale is read, nothing needs sweeping.
-/// - Every entry's key is listed in a per-resource index (a sorted set scored by expiry, pruned
-///   as it goes), so `collect` drops every variant of a resource in one Lua script, without
-///   `SCAN` or `KEYS`. An entry and its index share a hash tag (the resource's fingerprint); the
-///   store connects to one Redis server (or a primary behind a proxy), not to Redis Cluster.
+/// - Every entry carries the write generations of its resource and query string, and a read
+///   fetches the entry and both generations in one `MGET`: a collect deletes one generation key,
+///   an O(1) step whatever the number of variants, and every entry stored before it stops being
+///   served on every server at once. Generations are random, so one lost to a restart or an
+///   eviction is never replaced by a value an old entry or a miss in flight still carries; they
+///   live as long as the longest entry stored under them. All keys of a resource share a hash
+///   tag (the resource's fingerprint); the store connects to one Redis server (or a primary
+///   behind a proxy), not to Redis Cluster.
+/// - A per-resource index (a sorted set by expiry) bounds the entries of one resource
+///   ([`max_variants`](Self::max_variants)), dropping the one closest to expiry first.
 /// - Entries use a compact, versioned byte layout; one written by another version, or corrupt,
 ///   is a miss and a log line.
-/// - Fail-open: when Redis is down, slow (past [`timeout`](Self::timeout), 50 ms by default) or
-///   answers errors, the operation fails, the middleware logs it and serves the request
-///   uncached. After a failed connection or a timeout the store waits a second
-///   ([`retry_after`](Self::retry_after)) before trying Redis again, so requests are not each
-///   held up by it; it recovers by itself when Redis is back.
+/// - When Redis is down, slow (past [`timeout`](Self::timeout), 50 ms by default) or answers
+///   errors, the operation fails and the middleware serves the request uncached (and, for a
+///   write, keeps its collect and retries it: see
+///   [`Cache::invalidation_wait`](crate::Cache::invalidation_wait)). After a failed connection
+///   or a timeout, reads leave Redis alone for [`retry_after`](Self::retry_after) (1 s) so
+///   requests are not each held up by it; collects, sets, locks and unlocks always try.
 ///
 /// Each worker thread has its own multiplexed connection, made on first use.
 ///
