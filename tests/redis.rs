@@ -726,3 +726,144 @@ async fn conditional_writes_wait_for_another_servers_lock() {
         .await
         .unwrap());
 }
+
+// A conditional write whose store lock another server holds past the 5 s wait gets 503 with
+// Retry-After; it never goes on unlocked, and its handler does not run.
+#[actix_web::test]
+async fn a_lock_held_too_long_gets_503_never_an_unlocked_write() {
+    use actix_response_cache::{CacheKey, Coordinate, LockToken};
+
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)))
+            .service(versioned(&calls, &version)),
+    )
+    .await;
+    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+    let etag = header(&res, header::ETAG);
+    read_body(res).await;
+    let other_server = store(&server);
+    let resource = CacheKey::for_get("http://localhost:8080", "/item", "")
+        .resource()
+        .clone();
+    assert!(other_server
+        .try_lock(&resource, LockToken::new(0x77), Duration::from_secs(30))
+        .await
+        .unwrap());
+    let res = call_service(
+        &app,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&res, header::RETRY_AFTER), "1");
+    assert_eq!(calls.get(), 1, "the write ran without the lock");
+}
+
+// A lock command that timed out (Redis frozen) may still be taken when Redis comes back: its
+// token is released from the backlog then, so the next write does not wait for its TTL.
+#[actix_web::test]
+async fn a_lock_whose_command_timed_out_is_released_when_redis_answers() {
+    let server = RedisServer::start();
+    let version = Arc::new(AtomicUsize::new(1));
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)))
+            .service(versioned(&calls, &version)),
+    )
+    .await;
+    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+    let etag = header(&res, header::ETAG);
+    read_body(res).await;
+    server.freeze();
+    let res = call_service(
+        &app,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    server.thaw();
+    // The frozen SET NX ran on thaw; the backlog's unlock follows within its retry pause.
+    let mut locks = 1;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        let keys = server.command(&[b"KEYS", b"arc:*}l*"]);
+        locks = match keys {
+            redis::Value::Array(keys) => keys.len(),
+            _ => 0,
+        };
+        if locks == 0 {
+            break;
+        }
+    }
+    assert_eq!(locks, 0, "the timed-out lock was never released");
+    let res = call_service(
+        &app,
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, etag.as_str()))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+
+// Generation keys live as long as the longest entry stored under them: a write to a URL that
+// was never cached leaves none behind, and a stored entry's generations expire with it.
+#[actix_web::test]
+async fn generation_keys_expire_with_their_entries() {
+    let server = RedisServer::start();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store(&server)).cache_expiry(Duration::from_secs(30)))
+            .route(
+                "/never",
+                web::post().to(|| async { HttpResponse::NoContent().finish() }),
+            )
+            .route(
+                "/kept",
+                web::get().to(|| async { HttpResponse::Ok().body("kept") }),
+            ),
+    )
+    .await;
+    let res = call_service(&app, TestRequest::post().uri("/never").to_request()).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let generations = |server: &RedisServer| match server.command(&[b"KEYS", b"arc:*}[gq]*"]) {
+        redis::Value::Array(keys) => keys
+            .into_iter()
+            .filter_map(|k| match k {
+                redis::Value::BulkString(k) => Some(k),
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    assert!(
+        generations(&server).is_empty(),
+        "a write to a URL never cached left generation keys"
+    );
+    let res = call_service(&app, TestRequest::get().uri("/kept").to_request()).await;
+    read_body(res).await;
+    let keys = generations(&server);
+    assert_eq!(keys.len(), 2, "the group's and the query's generation");
+    for key in keys {
+        let ttl = match server.command(&[b"PTTL", &key]) {
+            redis::Value::Int(ms) => ms,
+            other => panic!("PTTL: {other:?}"),
+        };
+        assert!(
+            (1..=90_000).contains(&ttl),
+            "a generation key lives {ttl} ms, past its entry (30 s fresh + 60 s kept stale)"
+        );
+    }
+}

@@ -29,10 +29,11 @@ use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 /// entries are dropped when they are next read. Nothing of the full capacity is allocated up
 /// front.
 ///
-/// A collect is O(1), whatever the number of entries of the resource: it moves the write
-/// generation of the resource (or of one query string), and every entry stored before no
-/// longer answers; such entries still count against the bounds until a lookup meets them, the
-/// LRU evicts them or the cap drops them. Removal and eviction are O(1) too (no scan of a
+/// A collect is bounded, whatever the number of entries of the resource: a resource of up to
+/// 64 entries has them removed at once; a bigger one has its write generation (or one query
+/// string's) moved, O(1), and every entry stored before no longer answers; such entries still
+/// count against the bounds ([`len`](Self::len) included) until a lookup meets them, the LRU
+/// evicts them or the cap drops them. Removal and eviction are O(1) too (no scan of a
 /// resource's keys). One resource group holds at most [`max_variants`](Self::max_variants)
 /// entries (default 1024, every query string and `Vary` variant), its oldest dropped first, so
 /// a flood of distinct query strings or header values on one URL cannot crowd out the rest.
@@ -124,6 +125,11 @@ struct Query {
     cell: Arc<AtomicU64>,
     live: usize,
 }
+
+/// A collect of a group of at most this many entries removes them at once (at most twice as
+/// many steps); a bigger group only moves its generation, O(1), and its entries are reclaimed
+/// as they are met.
+const EAGER_COLLECT: usize = 64;
 
 /// Stores smaller than this many entries per shard are not split: their LRU order and bounds
 /// stay exact.
@@ -424,6 +430,33 @@ impl State {
         let Some(group) = self.groups.get_mut(target.resource()) else {
             return 0;
         };
+        if group.live <= EAGER_COLLECT {
+            // A small group (nearly every resource) is dropped at once, in bounded steps, so
+            // its memory is back now; the generation moves on as well.
+            let doomed: Vec<(CacheKey, u64)> = group
+                .order
+                .iter()
+                .filter(|(key, _)| target.query().is_none_or(|q| q == key.query()))
+                .cloned()
+                .collect();
+            let mut dropped = 0;
+            for (key, stamp) in doomed {
+                if self.entries.peek(&key).is_some_and(|s| s.stamp == stamp) {
+                    self.remove(&key);
+                    dropped += 1;
+                }
+            }
+            if let Some(group) = self.groups.get_mut(target.resource()) {
+                match target.query() {
+                    None => group.cell.fetch_add(1, Ordering::AcqRel),
+                    Some(q) => group
+                        .queries
+                        .get(q)
+                        .map_or(0, |q| q.cell.fetch_add(1, Ordering::AcqRel)),
+                };
+            }
+            return dropped;
+        }
         match target.query() {
             None => {
                 group.cell.fetch_add(1, Ordering::AcqRel);
@@ -553,6 +586,30 @@ mod tests {
         assert_eq!(store.collect_now(&target("/r", None)), 2);
         assert!(!has(&store, &keys[0]) && !has(&store, &keys[1]));
         assert!(has(&store, &keys[2]));
+    }
+
+    #[test]
+    fn a_big_group_is_collected_by_its_generation_in_one_step() {
+        let store = MemoryStore::new(1_000);
+        let keys: Vec<CacheKey> = (0..200).map(|i| key("/big", &format!("q={i}"))).collect();
+        for k in &keys {
+            set(&store, k);
+        }
+        let other = key("/small", "");
+        set(&store, &other);
+        assert_eq!(store.collect_now(&target("/big", None)), 200);
+        assert!(
+            keys.iter().all(|k| !has(&store, k)),
+            "a collected entry answered"
+        );
+        assert!(has(&store, &other));
+        // Not reclaimed yet: they count until met.
+        assert_eq!(store.len(), 201);
+        set(&store, &keys[0]);
+        assert!(
+            has(&store, &keys[0]),
+            "a set after the collect is not served"
+        );
     }
 
     #[test]
