@@ -49,7 +49,7 @@ pub const DEFAULT_LOCAL_TTL: Duration = Duration::from_secs(1);
 ///
 /// What is left is the delivery time of one pub/sub message (well under a millisecond on one
 /// network): a server may serve an entry another server's write just collected for that long
-/// (the fault suite measured 10 stale reads in 42,291 requests, 6,818 of them writes). The
+/// (and, after a Redis outage, until the writer's retried collect is published: `benches/faults.sh` measured up to 9 stale reads in ~28,000 requests per fault, none without one). The
 /// writing server itself never does: its own tier is collected before and after Redis, and
 /// while its collect has not reached Redis it serves the resource uncached. `local_ttl` bounds
 /// the window in any case. Conditional writes are judged against Redis, never a local copy.
