@@ -54,6 +54,24 @@ fn versioned(calls: &Calls, version: &Arc<AtomicUsize>) -> actix_web::Resource {
         }))
 }
 
+/// An app on `store($server)` with the counted `/item` of [`versioned`], and the `ETag` its
+/// first `GET` stored.
+macro_rules! item_app {
+    ($server:expr, $calls:expr) => {{
+        let version = Arc::new(AtomicUsize::new(1));
+        let app = init_service(
+            App::new()
+                .wrap(Cache::new(store($server)))
+                .service(versioned(&$calls, &version)),
+        )
+        .await;
+        let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
+        let etag = header(&res, header::ETAG);
+        read_body(res).await;
+        (app, etag)
+    }};
+}
+
 // Two app instances on one Redis: a write on A is seen by B, both send the same ETag, and B
 // judges a conditional write against the validator A stored.
 #[actix_web::test]
@@ -670,17 +688,8 @@ async fn conditional_writes_wait_for_another_servers_lock() {
     use actix_response_cache::CacheKey;
 
     let server = RedisServer::start();
-    let version = Arc::new(AtomicUsize::new(1));
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store(&server)))
-            .service(versioned(&calls, &version)),
-    )
-    .await;
-    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
-    let etag = header(&res, header::ETAG);
-    read_body(res).await;
+    let (app, etag) = item_app!(&server, calls);
     assert_eq!(calls.get(), 1);
 
     let other_server = store(&server);
@@ -734,17 +743,8 @@ async fn a_lock_held_too_long_gets_503_never_an_unlocked_write() {
     use actix_response_cache::{CacheKey, Coordinate, LockToken};
 
     let server = RedisServer::start();
-    let version = Arc::new(AtomicUsize::new(1));
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store(&server)))
-            .service(versioned(&calls, &version)),
-    )
-    .await;
-    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
-    let etag = header(&res, header::ETAG);
-    read_body(res).await;
+    let (app, etag) = item_app!(&server, calls);
     let other_server = store(&server);
     let resource = CacheKey::for_get("http://localhost:8080", "/item", "")
         .resource()
@@ -771,17 +771,8 @@ async fn a_lock_held_too_long_gets_503_never_an_unlocked_write() {
 #[actix_web::test]
 async fn a_lock_whose_command_timed_out_is_released_when_redis_answers() {
     let server = RedisServer::start();
-    let version = Arc::new(AtomicUsize::new(1));
     let calls = Calls::default();
-    let app = init_service(
-        App::new()
-            .wrap(Cache::new(store(&server)))
-            .service(versioned(&calls, &version)),
-    )
-    .await;
-    let res = call_service(&app, TestRequest::get().uri("/item").to_request()).await;
-    let etag = header(&res, header::ETAG);
-    read_body(res).await;
+    let (app, etag) = item_app!(&server, calls);
     server.freeze();
     let res = call_service(
         &app,

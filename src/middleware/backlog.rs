@@ -112,12 +112,7 @@ impl Backlog {
         target: CollectTarget,
     ) {
         let release = hold::<St>(target.resource());
-        inner
-            .backlog
-            .items
-            .borrow_mut()
-            .push(Item::Collect(target, release));
-        Self::retry(inner);
+        Self::keep(inner, Item::Collect(target, release));
     }
 
     /// Keeps a write marker the store did not take; like a collect, it keeps the group away
@@ -128,12 +123,7 @@ impl Backlog {
         marker: CacheEntry,
     ) {
         let release = hold::<St>(key.resource());
-        inner
-            .backlog
-            .items
-            .borrow_mut()
-            .push(Item::Marker(key, marker, release));
-        Self::retry(inner);
+        Self::keep(inner, Item::Marker(key, marker, release));
     }
 
     /// Keeps the release of a lock whose `try_lock` or `unlock` did not get an answer.
@@ -142,11 +132,12 @@ impl Backlog {
         group: Arc<ResourceGroup>,
         token: LockToken,
     ) {
-        inner
-            .backlog
-            .items
-            .borrow_mut()
-            .push(Item::Unlock(group, token));
+        Self::keep(inner, Item::Unlock(group, token));
+    }
+
+    /// Adds `item` to the worker's backlog and makes sure the retry task runs.
+    fn keep<St: CollectableStore>(inner: &Rc<Inner<St>>, item: Item) {
+        inner.backlog.items.borrow_mut().push(item);
         Self::retry(inner);
     }
 

@@ -113,25 +113,7 @@ pub(super) async fn lookup_shared<St: CollectableStore>(
     if super::backlog::holds::<St>(key.resource()) {
         return Lookup::StoreFailed;
     }
-    let now = SystemTime::now();
-    let primary = match inner.timed("get", c.get_shared(key)).await {
-        Ok(primary) => primary,
-        Err(_) => return Lookup::StoreFailed,
-    };
-    match primary_lookup(primary, now) {
-        Ok(lookup) => lookup,
-        Err(marker) => {
-            let variant = match marker.kind() {
-                EntryKind::Variants(v) => key.variant(&v.names, v.generation, headers),
-                _ => key.clone(),
-            };
-            let answer = inner
-                .timed("get", c.get_shared(&variant))
-                .await
-                .map_err(drop);
-            variant_lookup(answer, marker, now)
-        }
-    }
+    awaited(inner, Tier::Shared(c), key, headers, SystemTime::now()).await
 }
 
 /// Looks `key` (and the variant its marker leads to) up in the store.
@@ -148,7 +130,39 @@ pub(super) async fn lookup<St: CollectableStore>(
     if let Some(lookup) = lookup_key_now(&inner.store, key, headers, now) {
         return lookup;
     }
-    let primary = match inner.timed("get", inner.store.get(key)).await {
+    awaited(inner, Tier::Store, key, headers, now).await
+}
+
+/// Which view of the store a lookup asks.
+#[derive(Clone, Copy)]
+enum Tier<'a> {
+    /// The store itself (a local tier first, where it has one).
+    Store,
+    /// What every server sees ([`Coordinate::get_shared`](crate::Coordinate)).
+    Shared(&'a dyn crate::store::Coordinate),
+}
+
+/// One awaited get from `tier`, under the policy's timeout.
+async fn get_from<St: CollectableStore>(
+    inner: &Inner<St>,
+    tier: Tier<'_>,
+    key: &CacheKey,
+) -> Result<Option<CacheEntry>, StoreError> {
+    match tier {
+        Tier::Store => inner.timed("get", inner.store.get(key)).await,
+        Tier::Shared(c) => inner.timed("get", c.get_shared(key)).await,
+    }
+}
+
+/// The awaited lookup of `key` in `tier`, and of the variant its marker leads to.
+async fn awaited<St: CollectableStore>(
+    inner: &Inner<St>,
+    tier: Tier<'_>,
+    key: &CacheKey,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Lookup {
+    let primary = match get_from(inner, tier, key).await {
         Ok(primary) => primary,
         Err(_) => return Lookup::StoreFailed,
     };
@@ -159,10 +173,7 @@ pub(super) async fn lookup<St: CollectableStore>(
                 EntryKind::Variants(v) => key.variant(&v.names, v.generation, headers),
                 _ => key.clone(),
             };
-            let answer = inner
-                .timed("get", inner.store.get(&variant))
-                .await
-                .map_err(drop);
+            let answer = get_from(inner, tier, &variant).await.map_err(drop);
             variant_lookup(answer, marker, now)
         }
     }
@@ -181,10 +192,10 @@ pub(super) async fn write_marker<St: CollectableStore>(
     }
     let now = SystemTime::now();
     let found = match inner.coordinator() {
-        Some(c) => inner.timed("get", c.get_shared(marker)).await,
+        Some(c) => get_from(inner, Tier::Shared(c), marker).await,
         None => match inner.store.get_now(marker.as_bytes()) {
             Some(found) => found,
-            None => inner.timed("get", inner.store.get(marker)).await,
+            None => get_from(inner, Tier::Store, marker).await,
         },
     };
     Ok(found?.filter(|e| !e.is_expired(now) && matches!(e.kind(), EntryKind::Modified(_))))
