@@ -101,14 +101,32 @@ async fn collect_until<St: CollectableStore>(
     target: &CollectTarget,
     deadline: Instant,
 ) -> bool {
+    let collected = retry_until(deadline, || async {
+        match inner.timed("collect", inner.store.collect(target)).await {
+            Ok(n) => Ok(n),
+            Err(_) => Err(()),
+        }
+    })
+    .await;
+    if let Ok(n) = collected {
+        log::debug!(target: LOG, "collected {n} entries of {target:?}");
+    }
+    collected.is_ok()
+}
+
+/// Runs `attempt` until it succeeds or `deadline` comes, pausing 10 ms, then twice as long
+/// each time up to 100 ms (a store that failed or froze answers again soon); the last failure
+/// when the deadline came first.
+pub(super) async fn retry_until<T, E, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let mut pause = Duration::from_millis(10);
     loop {
-        if let Ok(n) = inner.timed("collect", inner.store.collect(target)).await {
-            log::debug!(target: LOG, "collected {n} entries of {target:?}");
-            return true;
-        }
-        if Instant::now() + pause >= deadline {
-            return false;
+        let result = attempt().await;
+        if result.is_ok() || Instant::now() + pause >= deadline {
+            return result;
         }
         actix_web::rt::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));

@@ -302,15 +302,14 @@ async fn stored_now<St: CollectableStore>(
     headers: &actix_web::http::header::HeaderMap,
     deadline: Instant,
 ) -> Lookup {
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let found = lookup::lookup_shared(inner, key, headers).await;
-        if !matches!(found, Lookup::StoreFailed) || Instant::now() + pause >= deadline {
-            return found;
+    let found = invalidate::retry_until(deadline, || async {
+        match lookup::lookup_shared(inner, key, headers).await {
+            Lookup::StoreFailed => Err(Lookup::StoreFailed),
+            found => Ok(found),
         }
-        actix_web::rt::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
+    })
+    .await;
+    found.unwrap_or_else(|failed| failed)
 }
 
 /// What the store holds of `key` and its group's write marker.
