@@ -30,6 +30,8 @@ pub(crate) enum Current<'a> {
         superseded: &'a [Box<[u8]>],
         last_modified: Option<SystemTime>,
     },
+    /// The handler says there is no current representation (a probe's `404`/`410`).
+    Absent,
     /// Nothing is stored: the cache cannot evaluate the preconditions itself.
     Unknown,
 }
@@ -61,6 +63,7 @@ pub(crate) fn evaluate(
     let safe = method == Method::GET || method == Method::HEAD;
     match current {
         Current::Unknown => Preconditions::Proceed,
+        Current::Absent => evaluate_absent(headers),
         Current::Representation {
             etag,
             last_modified,
@@ -123,6 +126,16 @@ fn evaluate_representation(
         }
     }
     Preconditions::Proceed
+}
+
+/// Preconditions against a resource with no current representation: `If-Match` is false
+/// whatever it lists, `*` included (RFC 9110 §13.1.1); `If-Unmodified-Since` has no date to be
+/// judged against, and `If-None-Match` is true (even `*`).
+fn evaluate_absent(headers: &HeaderMap) -> Preconditions {
+    match headers.contains_key(header::IF_MATCH) {
+        true => Preconditions::Failed,
+        false => Preconditions::Proceed,
+    }
 }
 
 /// Preconditions of a write that arrives after another write changed the resource, before any
@@ -261,6 +274,22 @@ mod tests {
         assert_eq!(
             evaluate(&Method::GET, &h, &rep("\"a\"")),
             Preconditions::Failed
+        );
+    }
+
+    #[test]
+    fn absent_fails_if_match_and_passes_if_none_match() {
+        for value in ["*", "\"a\""] {
+            let h = headers(&[(header::IF_MATCH, value)]);
+            assert_eq!(
+                evaluate(&Method::PUT, &h, &Current::Absent),
+                Preconditions::Failed
+            );
+        }
+        let h = headers(&[(header::IF_NONE_MATCH, "*")]);
+        assert_eq!(
+            evaluate(&Method::PUT, &h, &Current::Absent),
+            Preconditions::Proceed
         );
     }
 

@@ -129,12 +129,14 @@
 //!   again, short enough that the store is not filled with entries nobody asks for.
 //! - **Coalescing wait** 5 s: a handler slower than that is not a cache's business to hide; the
 //!   waiters then go to it themselves.
-//! - **Unknown validators**: when nothing is stored for a resource, the cache cannot judge a
-//!   write's `If-Match`, so the write goes to the handler (which may check it itself). After a
-//!   successful write the cache remembers the entity tags it made stale, so a second client's
-//!   `If-Match` with the old tag gets its `412` even before anyone reads the resource again. A
-//!   write that left the body byte-identical makes that a spurious (safe) `412`: the client
-//!   re-reads and retries.
+//! - **Unknown validators**: when nothing is stored for a resource (a cold store, an evicted
+//!   entry, a `GET` response that is never stored), the cache asks the handler for the current
+//!   representation with a `GET` of the write's request (the validator probe, see
+//!   [`Cache::probe_validators`]) and judges the write's `If-Match` against its `ETag`: the
+//!   SHA-256 tags this crate computes cannot be checked by a handler. After a successful write
+//!   the cache remembers the entity tags it made stale, so a second client's `If-Match` with the
+//!   old tag gets its `412` without a probe. A write that left the body byte-identical makes
+//!   that a spurious (safe) `412`: the client re-reads and retries.
 //!
 //! # Limits
 //!
@@ -151,7 +153,7 @@
 //!   within the process, and across servers with a store that can lock (`RedisStore`). When
 //!   the store cannot say what it holds, or a lock cannot be had within 5 s, a conditional write
 //!   gets `503` with `Retry-After` (see [`Cache::fail_open_conditional_writes`]). On a cold store
-//!   the handler judges: handlers that must never lose an update should still check a version.
+//!   the validator probe asks the handler; with it turned off, the handler judges.
 //! - `Range` and `If-Range` are not evaluated: a hit answers with the whole stored response.
 //!
 //! # Middleware order

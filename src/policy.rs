@@ -116,6 +116,9 @@ pub(crate) struct Policy {
     pub(crate) fail_open_writes: bool,
     /// How long a write's answer waits for its invalidation to reach the store.
     pub(crate) invalidation_wait: Duration,
+    /// A conditional write that finds nothing stored asks the handler for the current
+    /// representation with a `GET` first.
+    pub(crate) probe_validators: bool,
     pub(crate) cache_status: Option<String>,
     /// Shared-cache mode: the response's own headers decide freshness (RFC 9111 §4.2).
     pub(crate) shared: bool,
@@ -144,6 +147,7 @@ impl Default for Policy {
             collect_query_variants: false,
             fail_open_writes: false,
             invalidation_wait: DEFAULT_INVALIDATION_WAIT,
+            probe_validators: true,
             cache_status: Some(DEFAULT_CACHE_STATUS_NAME.to_owned()),
             shared: false,
             heuristic: None,

@@ -579,12 +579,13 @@ async fn lost_update_second_patch_with_the_same_if_match_is_412() {
     assert_eq!(writes.get(), 1, "only A's PATCH reached the handler");
 }
 
-// RFC 9110 §13.2.1: when the cache knows nothing, only the origin (the handler) can evaluate.
+// RFC 9110 §13.2.1: when the cache knows nothing and may not ask (the validator probe is off),
+// only the origin (the handler) can evaluate. The probe itself: tests/probe.rs.
 #[actix_web::test]
 async fn conditional_write_on_a_cold_store_reaches_the_handler() {
     let (reads, writes) = (Calls::default(), Calls::default());
     let app = cached_service!(
-        Cache::new(MemoryStore::new(100)),
+        Cache::new(MemoryStore::new(100)).probe_validators(false),
         resource("/cold-write", &reads, &writes),
         resource("/cold-write-star", &reads, &writes)
     );

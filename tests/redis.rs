@@ -858,3 +858,57 @@ async fn generation_keys_expire_with_their_entries() {
         );
     }
 }
+
+// The validator probe through nested `Cache`s on Redis (the outer one holds the write's lock
+// in Redis while it probes): a cold conditional write with the current tag passes and one with
+// an old tag gets 412, and the inner `Cache` does not probe a write the outer one probed.
+#[actix_web::test]
+async fn a_cold_conditional_write_is_probed_through_nested_caches() {
+    common::init_log();
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let version = Arc::new(AtomicUsize::new(4));
+    let app = init_service(
+        App::new().wrap(Cache::new(store(&server))).service(
+            web::scope("")
+                .wrap(Cache::new(store(&server)).cache_expiry(Duration::from_secs(5)))
+                .service(versioned(&calls, &version)),
+        ),
+    )
+    .await;
+    let patch = |tag: String| {
+        TestRequest::patch()
+            .uri("/item")
+            .insert_header((header::IF_MATCH, tag))
+            .to_request()
+    };
+    let res = call_service(&app, patch(common::etag_of(b"v3"))).await;
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    let res = call_service(&app, patch(common::etag_of(b"v4"))).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(version.load(Ordering::SeqCst), 5);
+    // GET (two probes) + PATCH.
+    assert_eq!(calls.get(), 3);
+}
+
+// A lock attempt whose answer was lost is retried with the same token: the store's lock finds
+// it held by that token and grants it again, and no other token can take it meanwhile.
+#[actix_web::test]
+async fn the_store_lock_is_granted_again_to_the_token_that_holds_it() {
+    use actix_response_cache::{CacheKey, Coordinate, LockToken};
+    let server = RedisServer::start();
+    let store = store(&server);
+    let resource = CacheKey::for_get("http://localhost:8080", "/relock", "")
+        .resource()
+        .clone();
+    let (mine, theirs) = (LockToken::new(0x51), LockToken::new(0x52));
+    let ttl = Duration::from_secs(10);
+    assert!(store.try_lock(&resource, mine, ttl).await.unwrap());
+    assert!(
+        store.try_lock(&resource, mine, ttl).await.unwrap(),
+        "a retry"
+    );
+    assert!(!store.try_lock(&resource, theirs, ttl).await.unwrap());
+    store.unlock(&resource, mine).await.unwrap();
+    assert!(store.try_lock(&resource, theirs, ttl).await.unwrap());
+}

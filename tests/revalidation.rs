@@ -616,16 +616,30 @@ async fn conditional_put_against_a_stale_entry_reaches_the_handler() {
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(fresh_puts.get(), 0);
 
-    // The same entry, stale: only the handler can judge.
+    // The same entry, stale: it may no longer be current, so the cache asks the handler for
+    // the current representation (the validator probe, a GET) and judges against that: "v2".
     send!(app, get("/reval-put-stale"));
     let res = send!(app, put("/reval-put-stale"));
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale_puts.get(), 0, "judged before the handler");
+    assert_eq!(stale_origin.calls.get(), 2, "the GET, then the probe");
+
+    // Without the probe, only the handler can judge.
+    let unprobed = cached_service!(
+        Cache::new(MemoryStore::new(100)).probe_validators(false),
+        web::resource("/reval-put-stale-unprobed")
+            .route(stale_origin.route(v2_stale))
+            .route(counted_put(&stale_puts))
+    );
+    send!(unprobed, get("/reval-put-stale-unprobed"));
+    let res = send!(unprobed, put("/reval-put-stale-unprobed"));
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         stale_puts.get(),
         1,
         "the conditional PUT reached the handler"
     );
-    assert_eq!(stale_origin.calls.get(), 1);
+    assert_eq!(stale_origin.calls.get(), 3);
 }
 
 // RFC 9111 §4.3.4: when the refreshed response may no longer be stored (its 304 now says

@@ -264,6 +264,45 @@ impl<St> Cache<St> {
         self.policy_mut(|p| p.fail_open_writes = true)
     }
 
+    /// Whether a conditional write that finds nothing of its resource stored asks the wrapped
+    /// service for the current representation first. On by default.
+    ///
+    /// A write with `If-Match`, `If-Unmodified-Since` or `If-None-Match` is judged against the
+    /// stored response of its URI, else against what the resource's last write made stale.
+    /// When the store holds neither (it restarted empty, evicted them, or the `GET` response
+    /// was never storable: `no-store`, `private`, `Set-Cookie`), the cache routes the request
+    /// once as a `GET`, without its precondition fields and body, takes the entity tag and
+    /// `Last-Modified` of that answer (the handler's `ETag`, else the SHA-256 one this crate
+    /// would have given it) and judges the write against them: a `2xx` is the current
+    /// representation; a `404`/`410` from a route that matched means there is none
+    /// (`If-Match` fails, `If-None-Match: *` passes); anything else (a `404` of no route, a
+    /// `2xx` streamed without an `ETag`, `401`, `405`, `5xx`) leaves the write to the handler.
+    /// An `Error` a middleware answers the probe with answers the write; a probe that takes
+    /// over 5 s gets the write a `503`. Only `If-Match`, `If-None-Match` and a valid
+    /// `If-Unmodified-Since` are probed for. The probe runs under the write's locks, so no
+    /// other write of the resource can come between it and the handler; it costs one `GET` of
+    /// the handler per such write, which a client can cause at will, as it can any `GET`.
+    ///
+    /// Turn it off when a `GET` of a written URI is too costly or not safe to repeat; a
+    /// conditional write the store knows nothing of then goes to the handler unjudged, which
+    /// must check the precondition itself (it cannot check the SHA-256 entity tags this crate
+    /// computes). Middleware and extractors wrapped by the `Cache` see a probed request twice
+    /// (what they put in its extensions stays), the `GET`'s `Set-Cookie` is dropped,
+    /// `HttpRequest::match_pattern` may not name the route of the write, and a write whose
+    /// `Accept` would select another variant than its client's `GET` is judged against that
+    /// variant.
+    ///
+    /// ```
+    /// use actix_response_cache::{Cache, MemoryStore};
+    ///
+    /// let cache = Cache::new(MemoryStore::new(100)).probe_validators(false);
+    /// let app = actix_web::App::new().wrap(cache);
+    /// ```
+    #[must_use]
+    pub fn probe_validators(self, on: bool) -> Self {
+        self.policy_mut(|p| p.probe_validators = on)
+    }
+
     /// When on, a successful write to `/items?page=2` also drops the stored responses of
     /// `/items` with every other query string. Off by default: only the written URI is dropped.
     ///

@@ -26,6 +26,18 @@ pub(super) struct HandledStored;
 #[derive(Clone, Copy)]
 pub(super) struct WriteLockHeld;
 
+/// Put in the extensions of a conditional write's request while an outer `Cache` routes it as
+/// a `GET` to learn the current validator: a `Cache` nested inside answers it only with a fresh
+/// entry it can serve at once, and otherwise passes it through, neither storing it nor
+/// serving a stale entry, so the outer one sees what the handler says now.
+#[derive(Clone, Copy)]
+pub(super) struct ValidatorProbe;
+
+/// Left in a conditional write's extensions once a `Cache` judged it through a probe: a `Cache`
+/// nested inside does not probe it again.
+#[derive(Clone, Copy)]
+pub(super) struct ValidatorProbed;
+
 /// Put in the extensions of a request that refreshes a stale entry in the background.
 #[derive(Clone, Copy)]
 pub(super) struct BackgroundRefresh;

@@ -17,7 +17,7 @@ use super::{
     coalesce::{self, Joined, Outcome},
     invalidate,
     lookup::{self, Identity, Lookup},
-    nested::{BackgroundRefresh, Handled, HandledStored, OuterCache},
+    nested::{BackgroundRefresh, Handled, HandledStored, OuterCache, ValidatorProbe},
     revalidate,
     stale::{self, Refresh},
     status::Fwd,
@@ -59,6 +59,9 @@ where
     B: MessageBody + 'static,
     St: CollectableStore,
 {
+    if req.extensions().contains::<ValidatorProbe>() {
+        return Ok(service.call(req).await?.map_into_left_body());
+    }
     let flags = RequestFlags::of(req.headers());
     let identity = Identity::of(&req, flags.forwarded);
     let lookup = match prefetched {

@@ -22,7 +22,8 @@ use super::{
     backlog::Backlog,
     invalidate,
     lookup::{self, Lookup},
-    nested::WriteLockHeld,
+    nested::{ValidatorProbed, WriteLockHeld},
+    probe::{self, Probed},
     status::{Detail, Fwd, CACHE_STATUS},
     Inner, LOG,
 };
@@ -34,7 +35,7 @@ use crate::{
     guard,
     policy::Visibility,
     request::RequestFlags,
-    store::{CollectableStore, LockToken},
+    store::{CollectableStore, LockToken, StoreError},
     CacheEntry, CacheKey, ResourceGroup,
 };
 
@@ -94,44 +95,18 @@ where
     // marker. A plain PUT, PATCH or DELETE takes the locks too, so that it cannot slip in
     // between a conditional write's check and its handler (a lost update); POST and extension
     // methods, which usually act on a collection, do not wait.
-    let mut lock = None;
-    let mut remote = None;
     let guarded = flags.preconditions || takes_the_lock(req.method());
-    if stores && guarded && req.extensions().get::<WriteLockHeld>().is_none() {
-        // The body first, with no lock held: a client that sends it slowly holds up only
-        // itself, not every other write of the resource.
-        read_body_in(&mut req, inner.policy.max_body_size).await;
-        let deadline = Instant::now() + LOCK_WAIT;
-        let local =
-            guard::lock_conditional_write(guard::of_store::<St>(key.resource().fingerprint()));
-        match actix_web::rt::time::timeout(LOCK_WAIT, local).await {
-            Ok(held) => {
-                req.extensions_mut().insert(WriteLockHeld);
-                lock = Some(held);
-            }
-            Err(_) if fail_closed => {
-                log::debug!(target: LOG, "503 {}: the write lock of {:?} was held too long", req.path(), key.resource());
-                return Ok(unavailable(&inner, req));
-            }
-            Err(_) => {
-                log::debug!(target: LOG, "write of {:?} goes on without the lock", key.resource())
-            }
+    let Locks {
+        local: lock,
+        remote,
+    } = if stores && guarded && req.extensions().get::<WriteLockHeld>().is_none() {
+        match take_locks(&inner, &mut req, &key, fail_closed).await {
+            Some(locks) => locks,
+            None => return Ok(unavailable(&inner, req)),
         }
-        // Across servers sharing the store, the same: a lock in the store, taken after this
-        // process's (so one server's writes queue here, not in the store).
-        match lock_in_store(&inner, key.resource_handle(), deadline).await {
-            StoreLock::Held(token) => remote = Some(token),
-            StoreLock::NotShared => {}
-            StoreLock::Unavailable if fail_closed => {
-                drop(lock);
-                log::debug!(target: LOG, "503 {}: the store lock of {:?} is out of reach", req.path(), key.resource());
-                return Ok(unavailable(&inner, req));
-            }
-            StoreLock::Unavailable => {
-                log::debug!(target: LOG, "write of {:?} goes on without the store lock", key.resource())
-            }
-        }
-    }
+    } else {
+        Locks::default()
+    };
     // A prefetched lookup predates the lock: look again once it is held.
     let prefetched = prefetched.filter(|_| lock.is_none() && remote.is_none());
     let target = Target {
@@ -139,6 +114,8 @@ where
         flags,
         prefetched,
         fail_closed,
+        // Counted from now, not from when the store granted it: half its life, to be sure.
+        store_lock_until: remote.map(|_| Instant::now() + STORE_LOCK_TTL / 2),
     };
     let result = judge_and_run(&service, &inner, req, target).await;
     if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
@@ -152,6 +129,60 @@ where
     }
     drop(lock);
     result
+}
+
+/// The locks a write holds: this process's, and the store's (by its token).
+#[derive(Default)]
+struct Locks {
+    local: Option<futures_util::lock::OwnedMutexGuard<()>>,
+    remote: Option<LockToken>,
+}
+
+/// Reads the write's body in, then takes the locks of its resource: this process's, then the
+/// store's, within [`LOCK_WAIT`] in all. `None` when a write that fails closed could not have
+/// them (it gets `503`); a write that does not fail closed goes on with what it got.
+async fn take_locks<St: CollectableStore>(
+    inner: &Rc<Inner<St>>,
+    req: &mut ServiceRequest,
+    key: &CacheKey,
+    fail_closed: bool,
+) -> Option<Locks> {
+    // The body first, with no lock held: a client that sends it slowly holds up only itself,
+    // not every other write of the resource.
+    read_body_in(req, inner.policy.max_body_size).await;
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut locks = Locks::default();
+    let local = guard::lock_conditional_write(guard::of_store::<St>(key.resource().fingerprint()));
+    match actix_web::rt::time::timeout(LOCK_WAIT, local).await {
+        Ok(held) => {
+            req.extensions_mut().insert(WriteLockHeld);
+            locks.local = Some(held);
+        }
+        Err(_) if fail_closed => {
+            log::debug!(target: LOG, "503 {}: the write lock of {:?} was held too long", req.path(), key.resource());
+            return None;
+        }
+        Err(_) => {
+            log::debug!(target: LOG, "write of {:?} goes on without the lock", key.resource())
+        }
+    }
+    // Across servers sharing the store, the same: a lock in the store, taken after this
+    // process's (so one server's writes queue here, not in the store). A conditional write
+    // whose lock command fails gets its 503 at once; a plain one keeps trying until the
+    // deadline, so that it does not slip in between a conditional write's check and its
+    // handler on another server while the store is slow.
+    match lock_in_store(inner, key.resource_handle(), deadline, !fail_closed).await {
+        StoreLock::Held(token) => locks.remote = Some(token),
+        StoreLock::NotShared => {}
+        StoreLock::Unavailable if fail_closed => {
+            log::debug!(target: LOG, "503 {}: the store lock of {:?} is out of reach", req.path(), key.resource());
+            return None;
+        }
+        StoreLock::Unavailable => {
+            log::debug!(target: LOG, "write of {:?} goes on without the store lock", key.resource())
+        }
+    }
+    Some(locks)
 }
 
 /// The `503` of a conditional write that could not be judged.
@@ -209,6 +240,9 @@ struct Target<'a> {
     prefetched: Option<Stored>,
     /// A write whose preconditions cannot be judged gets `503`.
     fail_closed: bool,
+    /// Until when the write surely holds its resource's lock in a store several servers
+    /// share: no server can store a response of the resource until then.
+    store_lock_until: Option<Instant>,
 }
 
 /// Judges the preconditions against what is stored, calls the handler if they pass, then
@@ -229,6 +263,7 @@ where
         flags,
         prefetched,
         fail_closed,
+        store_lock_until,
     } = target;
     let stores = inner.policy.visibility != Visibility::Private;
     let stored = match prefetched {
@@ -250,10 +285,8 @@ where
     if let Some(EntryKind::Modified(m)) = stored.marker.as_ref().map(CacheEntry::kind) {
         superseded.extend(m.superseded.iter().cloned());
     }
-    let current = current_of(inner, flags, &stored, &mut superseded);
-    if flags.preconditions
-        && conditional::evaluate(req.method(), req.headers(), &current) == Preconditions::Failed
-    {
+    let (req, verdict) = judge(service, inner, req, flags, &stored, &mut superseded).await?;
+    if verdict == Preconditions::Failed {
         log::debug!(target: LOG, "412 {} {}, handler not called", req.method(), req.path());
         let mut res = conditional::precondition_failed();
         if let Some(v) = inner.statuses.get(Fwd::Method, Detail::PreconditionFailed) {
@@ -270,18 +303,14 @@ where
         return Ok(res.map_into_left_body());
     };
     let deadline = invalidate::deadline(inner);
-    if stores && is_known_write(&method) {
+    let locked_in_store = store_lock_until.is_some_and(|until| Instant::now() < until);
+    if stores && is_known_write(&method) && !locked_in_store {
         // A response stored while the handler ran (a read on another server, which cannot know
         // of this write yet) was handed to its client with its tag: the marker must name it.
+        // Under the store's lock nothing can have been stored, and the re-read (whose reads
+        // leave a failing store alone) would only take time from the collect.
         let now = stored_now(inner, key, res.request().headers(), deadline).await;
-        if let Lookup::Hit { entry, .. } = &now {
-            if let EntryKind::Response(response) = entry.kind() {
-                let tag = response.etag.as_ref().map(StoredTag::tag);
-                if let Some(tag) = tag.filter(|t| !t.weak) {
-                    superseded.push(tag.opaque.into());
-                }
-            }
-        }
+        superseded.extend(strong_tag_of(&now));
     }
     invalidate::apply(inner, plan, deadline).await;
     // A marker is worth writing when it remembers something. Only the methods known to change
@@ -292,6 +321,71 @@ where
         leave_marker(inner, key, &res, superseded).await;
     }
     Ok(res.map_into_left_body())
+}
+
+/// Judges the write's preconditions against the current representation as far as the cache
+/// knows it, asking the handler with a [`probe`] when the store holds no representation of
+/// the resource and what its last write made stale does not settle it.
+/// Adds the tags the write will make stale to `superseded`. `Err` is the answer of a write
+/// whose probe left nothing to go on with.
+async fn judge<S, B, St>(
+    service: &Rc<S>,
+    inner: &Rc<Inner<St>>,
+    req: ServiceRequest,
+    flags: RequestFlags,
+    stored: &Stored,
+    superseded: &mut Vec<Box<[u8]>>,
+) -> Result<(ServiceRequest, Preconditions), Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody + 'static,
+    St: CollectableStore,
+{
+    if !flags.preconditions {
+        return Ok((req, Preconditions::Proceed));
+    }
+    let current = current_of(inner, flags, stored, superseded);
+    let verdict = conditional::evaluate(req.method(), req.headers(), &current);
+    // Without a stored representation the cache can only fail a tag the resource's last
+    // write made stale; any other verdict is a guess, which the probe replaces.
+    let known = matches!(current, Current::Representation { .. });
+    let probes = inner.policy.probe_validators
+        && inner.policy.visibility != Visibility::Private
+        && stored.known
+        && probe_can_decide(req.headers())
+        && !req.extensions().contains::<ValidatorProbed>();
+    if known || !probes || verdict == Preconditions::Failed {
+        return Ok((req, verdict));
+    }
+    let (req, probed) = probe::probe(&**service, inner, req).await?;
+    let current = match &probed {
+        Probed::Representation {
+            etag,
+            last_modified,
+        } => {
+            let etag = etag.as_ref().map(StoredTag::tag);
+            if let Some(tag) = etag.filter(|t| !t.weak) {
+                superseded.push(tag.opaque.into());
+            }
+            Current::Representation {
+                etag,
+                last_modified: *last_modified,
+            }
+        }
+        Probed::Absent => Current::Absent,
+        Probed::Unknown => Current::Unknown,
+    };
+    let verdict = conditional::evaluate(req.method(), req.headers(), &current);
+    Ok((req, verdict))
+}
+
+/// Whether a write's preconditions are ones a probe's answer can decide: `If-Match`,
+/// `If-None-Match`, or an `If-Unmodified-Since` that is a date. A write's `If-Modified-Since`
+/// is ignored (RFC 9110 §13.1.3), and so is an `If-Unmodified-Since` that does not parse.
+fn probe_can_decide(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::IF_MATCH)
+        || headers.contains_key(header::IF_NONE_MATCH)
+        || conditional::http_date(headers, &header::IF_UNMODIFIED_SINCE).is_some()
 }
 
 /// What the store holds at `key` once a write's handler is done, asking again after a failure
@@ -310,6 +404,18 @@ async fn stored_now<St: CollectableStore>(
     })
     .await;
     found.unwrap_or_else(|failed| failed)
+}
+
+/// The opaque strong entity tag of the response a lookup found, if it found one with one.
+fn strong_tag_of(lookup: &Lookup) -> Option<Box<[u8]>> {
+    let Lookup::Hit { entry, .. } = lookup else {
+        return None;
+    };
+    let EntryKind::Response(response) = entry.kind() else {
+        return None;
+    };
+    let tag = response.etag.as_ref().map(StoredTag::tag)?;
+    (!tag.weak).then(|| tag.opaque.into())
 }
 
 /// What the store holds of `key` and its group's write marker.
@@ -406,37 +512,48 @@ enum StoreLock {
 }
 
 /// Takes the store's lock of the group, waiting for another server's write of it until
-/// `deadline`. Each attempt mints its token first: one whose command failed or timed out (and
-/// so may have been taken after all) is released from the backlog once the store answers.
+/// `deadline`; with `retry_failures`, an attempt that timed out is retried until then too.
+/// The token is minted once and every attempt uses it: an attempt that failed on this side
+/// may still have taken the lock in the store, which a retry then finds held by the token,
+/// and which the backlog releases with it if no attempt is known to have succeeded.
 async fn lock_in_store<St: CollectableStore>(
     inner: &Rc<Inner<St>>,
     group: &Arc<ResourceGroup>,
     deadline: Instant,
+    retry_failures: bool,
 ) -> StoreLock {
     let Some(coordinator) = inner.coordinator() else {
         return StoreLock::NotShared;
     };
+    let token = LockToken::new(guard::unique_token());
     let mut pause = Duration::from_millis(2);
+    let mut failed = false;
     loop {
-        let token = LockToken::new(guard::unique_token());
-        match inner
+        let attempt = inner
             .timed("lock", coordinator.try_lock(group, token, STORE_LOCK_TTL))
-            .await
-        {
+            .await;
+        let (held_by_another, timed_out) = match attempt {
             Ok(true) => return StoreLock::Held(token),
-            Ok(false) if Instant::now() + pause < deadline => {
-                actix_web::rt::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
+            Ok(false) => (true, false),
+            Err(err) => {
+                failed = true;
+                (false, matches!(err, StoreError::Timeout))
             }
-            Ok(false) => {
-                log::debug!(target: LOG, "the store lock of {group:?} was held too long");
-                return StoreLock::Unavailable;
-            }
-            Err(_) => {
+        };
+        // Only a timeout is worth retrying: the store is there but slow, and the attempt may
+        // even have taken the lock. A store that refuses connections is out for everyone.
+        let retry = held_by_another || (retry_failures && timed_out);
+        if !retry || Instant::now() + pause >= deadline {
+            if failed {
                 Backlog::unlock_later(inner, Arc::clone(group), token);
-                return StoreLock::Unavailable;
             }
+            if held_by_another {
+                log::debug!(target: LOG, "the store lock of {group:?} was held too long");
+            }
+            return StoreLock::Unavailable;
         }
+        actix_web::rt::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

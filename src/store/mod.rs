@@ -465,7 +465,9 @@ pub trait Coordinate {
 
     /// Takes the lock of `group` for at most `ttl` with `token`; `false` when another holder
     /// has it. The caller mints the token, so that a lock whose command timed out (and may
-    /// still have been taken) can be released with it once the store answers again.
+    /// still have been taken) can be released with it once the store answers again. Taking it
+    /// again with the token that holds it succeeds (and renews `ttl`): a caller retries an
+    /// attempt whose answer was lost with the same token.
     fn try_lock<'a>(
         &'a self,
         group: &'a ResourceGroup,

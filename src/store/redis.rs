@@ -17,7 +17,7 @@ use redis::{
 
 use super::{
     codec,
-    redis_scripts::{set_script, COLLECT, GENERATION, REMOVE, UNLOCK},
+    redis_scripts::{set_script, COLLECT, GENERATION, LOCK, REMOVE, UNLOCK},
     CacheStore, CollectTarget, CollectableStore, Coordination, Generation, StoreError,
     DEFAULT_MAX_VARIANTS,
 };
@@ -167,6 +167,7 @@ struct Inner {
     generation: Script,
     collect: Script,
     remove: Script,
+    lock: Script,
     unlock: Script,
 }
 
@@ -221,6 +222,7 @@ impl RedisStore {
                 generation: Script::new(GENERATION),
                 collect: Script::new(COLLECT),
                 remove: Script::new(REMOVE),
+                lock: Script::new(LOCK),
                 unlock: Script::new(UNLOCK),
             }),
         })
@@ -484,6 +486,12 @@ impl RedisStore {
     /// Maps a Redis error; a dropped connection is forgotten, so that the next operation
     /// connects again.
     fn failed(&self, err: RedisError) -> StoreError {
+        // A reply that did not come in time is a slow server, not a broken connection: the
+        // connection is kept (what was sent on it still runs, in order).
+        if err.is_timeout() {
+            self.back_off();
+            return StoreError::Timeout;
+        }
         if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
             self.inner
                 .connections
@@ -491,10 +499,6 @@ impl RedisStore {
                 .remove(&std::thread::current().id());
             self.back_off();
             return StoreError::unavailable(err);
-        }
-        if err.is_timeout() {
-            self.back_off();
-            return StoreError::Timeout;
         }
         StoreError::other(err)
     }

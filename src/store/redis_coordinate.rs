@@ -60,14 +60,11 @@ impl Coordinate for RedisStore {
         Box::pin(async move {
             let lock_key = self.lock_key(group);
             let mut con = self.connection(Backoff::Ignore).await?;
-            let mut set = redis::cmd("SET");
-            set.arg(&lock_key)
-                .arg(token.value().to_string())
-                .arg("NX")
-                .arg("PX")
+            let mut lock = self.inner.lock.key(&lock_key);
+            lock.arg(token.value().to_string())
                 .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-            let answer: Option<String> = self.timed(set.query_async(&mut con)).await?;
-            Ok(answer.is_some())
+            let held: i64 = self.timed(lock.invoke_async(&mut con)).await?;
+            Ok(held == 1)
         })
     }
 

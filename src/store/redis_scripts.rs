@@ -96,6 +96,22 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n
 ";
 
+/// Takes a resource's write lock (KEYS[1]) for the token ARGV[1], for ARGV[2] ms. Returns 1
+/// when the token holds it, also when it held it already (an earlier attempt whose reply was
+/// lost), else 0.
+pub(super) const LOCK: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 /// Releases a resource's write lock (KEYS[1]) if the token ARGV[1] still holds it.
 pub(super) const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
