@@ -66,6 +66,7 @@ impl Db {
         let version = versions.entry(id).or_insert(0);
         if expected.is_some_and(|e| e != *version) {
             self.lost.fetch_add(1, Ordering::SeqCst);
+            log::error!("LOST item {id} expected {expected:?} actual {version}");
         }
         *version += 1;
         *version
@@ -373,6 +374,7 @@ fn inject(server: Arc<Mutex<RedisServer>>, fault: Fault) -> std::thread::JoinHan
 static ONE_AT_A_TIME: futures_util::lock::Mutex<()> = futures_util::lock::Mutex::new(());
 
 async fn run_scenario(fault: Fault, tiered: bool) {
+    common::init_log();
     let _alone = ONE_AT_A_TIME.lock().await;
     let server = RedisServer::start();
     if let Fault::Evict = fault {

@@ -912,3 +912,50 @@ async fn the_store_lock_is_granted_again_to_the_token_that_holds_it() {
     store.unlock(&resource, mine).await.unwrap();
     assert!(store.try_lock(&resource, theirs, ttl).await.unwrap());
 }
+
+// A lock the store lost between the moment a conditional write took it and its handler (here
+// deleted while the write's probe runs, as `allkeys-lru` eviction would) may have been taken by
+// another server since: the write gets 503, and its handler does not run.
+#[actix_web::test]
+async fn a_conditional_write_whose_store_lock_was_lost_gets_503() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let writes = Calls::default();
+    let counted = writes.clone();
+    let app = init_service(
+        App::new().wrap(Cache::new(store(&server))).service(
+            web::resource("/lost-lock")
+                .route(web::get().to(move || {
+                    // Evict every lock key, as memory pressure might.
+                    let mut con = redis::Client::open(url.as_str())
+                        .unwrap()
+                        .get_connection()
+                        .unwrap();
+                    let locks: Vec<Vec<u8>> = redis::cmd("KEYS")
+                        .arg("arc:{????????????????}l*")
+                        .query(&mut con)
+                        .unwrap();
+                    for lock in &locks {
+                        let _: () = redis::cmd("DEL").arg(lock).query(&mut con).unwrap();
+                    }
+                    async move { HttpResponse::Ok().body(format!("locks {}", locks.len())) }
+                }))
+                .route(web::patch().to(move || {
+                    counted.hit();
+                    async { HttpResponse::NoContent().finish() }
+                })),
+        ),
+    )
+    .await;
+    let res = call_service(
+        &app,
+        TestRequest::patch()
+            .uri("/lost-lock")
+            .insert_header((header::IF_MATCH, common::etag_of(b"locks 1")))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(writes.get(), 0);
+}

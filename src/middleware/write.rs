@@ -115,7 +115,7 @@ where
         prefetched,
         fail_closed,
         // Counted from now, not from when the store granted it: half its life, to be sure.
-        store_lock_until: remote.map(|_| Instant::now() + STORE_LOCK_TTL / 2),
+        store_lock: remote.map(|token| (token, Instant::now() + STORE_LOCK_TTL / 2)),
     };
     let result = judge_and_run(&service, &inner, req, target).await;
     if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
@@ -240,9 +240,9 @@ struct Target<'a> {
     prefetched: Option<Stored>,
     /// A write whose preconditions cannot be judged gets `503`.
     fail_closed: bool,
-    /// Until when the write surely holds its resource's lock in a store several servers
-    /// share: no server can store a response of the resource until then.
-    store_lock_until: Option<Instant>,
+    /// The write's lock in a store several servers share, and until when it surely holds it:
+    /// no server can store a response of the resource until then.
+    store_lock: Option<(LockToken, Instant)>,
 }
 
 /// Judges the preconditions against what is stored, calls the handler if they pass, then
@@ -263,7 +263,7 @@ where
         flags,
         prefetched,
         fail_closed,
-        store_lock_until,
+        store_lock,
     } = target;
     let stores = inner.policy.visibility != Visibility::Private;
     let stored = match prefetched {
@@ -297,13 +297,17 @@ where
     etag::for_each_strong(req.headers().get_all(header::IF_MATCH), |tag| {
         superseded.push(tag.into());
     });
+    if fail_closed && !still_locked(inner, key, store_lock).await {
+        log::debug!(target: LOG, "503 {}: the store lost the lock of {:?}", req.path(), key.resource());
+        return Ok(unavailable(inner, req));
+    }
     let method = req.method().clone();
     let res = service.call(req).await?;
     let Some(plan) = invalidate::plan(inner, key, &res) else {
         return Ok(res.map_into_left_body());
     };
     let deadline = invalidate::deadline(inner);
-    let locked_in_store = store_lock_until.is_some_and(|until| Instant::now() < until);
+    let locked_in_store = store_lock.is_some_and(|(_, until)| Instant::now() < until);
     if stores && is_known_write(&method) && !locked_in_store {
         // A response stored while the handler ran (a read on another server, which cannot know
         // of this write yet) was handed to its client with its tag: the marker must name it.
@@ -377,6 +381,23 @@ where
     };
     let verdict = conditional::evaluate(req.method(), req.headers(), &current);
     Ok((req, verdict))
+}
+
+/// Whether the write still holds the store's lock it took, right before its handler runs
+/// (true when it took none). Under memory pressure (`allkeys-lru`) the store may have evicted
+/// it, and another server taken it since: a conditional write must not go on then.
+async fn still_locked<St: CollectableStore>(
+    inner: &Inner<St>,
+    key: &CacheKey,
+    store_lock: Option<(LockToken, Instant)>,
+) -> bool {
+    let (Some((token, _)), Some(c)) = (store_lock, inner.coordinator()) else {
+        return true;
+    };
+    let held = inner
+        .timed("lock", c.holds_lock(key.resource(), token))
+        .await;
+    held.unwrap_or(false)
 }
 
 /// Whether a write's preconditions are ones a probe's answer can decide: `If-Match`,

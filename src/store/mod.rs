@@ -475,6 +475,16 @@ pub trait Coordinate {
         ttl: Duration,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
+    /// Whether `token` still holds the lock of `group`. A lock the store lost (evicted under
+    /// memory pressure, expired, gone with a restart) is not held, even if nobody took it
+    /// since: someone may have taken and released it meanwhile. The middleware asks right
+    /// before a locked write's handler runs.
+    fn holds_lock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        token: LockToken,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
     /// Releases the lock of `group` if `token` still holds it.
     fn unlock<'a>(
         &'a self,

@@ -402,6 +402,9 @@ impl RedisStore {
         let connect = self.inner.client.get_connection_manager_with_config(config);
         let result = match actix_web::rt::time::timeout(self.inner.timeout * 2, connect).await {
             Ok(Ok(con)) => Ok(con),
+            // A server that accepts the connection but does not answer (frozen, overloaded)
+            // is slow, not gone.
+            Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
             Ok(Err(err)) => Err(StoreError::unavailable(err)),
             Err(_) => Err(StoreError::Timeout),
         };
@@ -486,19 +489,24 @@ impl RedisStore {
     /// Maps a Redis error; a dropped connection is forgotten, so that the next operation
     /// connects again.
     fn failed(&self, err: RedisError) -> StoreError {
-        // A reply that did not come in time is a slow server, not a broken connection: the
-        // connection is kept (what was sent on it still runs, in order).
-        if err.is_timeout() {
-            self.back_off();
-            return StoreError::Timeout;
-        }
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+        // A connection whose reply did not come in time is replaced too (one that is kept
+        // stays behind what it waits for), but the failure stays a timeout: what was sent may
+        // still run, and a lock attempt is worth retrying with its token.
+        let timed_out = err.is_timeout();
+        if timed_out
+            || err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+        {
             self.inner
                 .connections
                 .lock()
                 .remove(&std::thread::current().id());
             self.back_off();
-            return StoreError::unavailable(err);
+            return match timed_out {
+                true => StoreError::Timeout,
+                false => StoreError::unavailable(err),
+            };
         }
         StoreError::other(err)
     }

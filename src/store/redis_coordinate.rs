@@ -68,6 +68,21 @@ impl Coordinate for RedisStore {
         })
     }
 
+    fn holds_lock<'a>(
+        &'a self,
+        group: &'a ResourceGroup,
+        token: LockToken,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let lock_key = self.lock_key(group);
+            let mut con = self.connection(Backoff::Ignore).await?;
+            let mut get = redis::cmd("GET");
+            get.arg(&lock_key);
+            let holder: Option<String> = self.timed(get.query_async(&mut con)).await?;
+            Ok(holder.is_some_and(|h| h == token.value().to_string()))
+        })
+    }
+
     fn unlock<'a>(
         &'a self,
         group: &'a ResourceGroup,
