@@ -6,7 +6,8 @@
 //! bash benches/instructions.sh     # runs this binary under callgrind for each case
 //! ```
 //!
-//! Arguments: a case (`scope-get`, `hit`, `304`, `scope-post`, `post`, `bare-stream`, `stream`)
+//! Arguments: a case (`scope-get`, `hit`, `304`, `scope-post`, `post`, `bare-stream`, `stream`,
+//! `bare-no-store`, `no-store`, `bare-private`, `private`, `bare-miss`, `miss`)
 //! and a request count. Run without arguments (as `cargo bench` does) it does a few of each.
 
 use actix_response_cache::{Cache, MemoryStore};
@@ -36,7 +37,13 @@ fn main() {
                         "/post",
                         web::post().to(|| async { HttpResponse::Ok().body("ok") }),
                     )
-                    .route("/stream", web::get().to(stream)),
+                    .route("/stream", web::get().to(stream))
+                    .route("/no-store", web::get().to(no_store))
+                    .route("/private", web::get().to(private))
+                    .route(
+                        "/miss",
+                        web::get().to(|| async { HttpResponse::Ok().body(&SMALL[..]) }),
+                    ),
             )
             .service(
                 web::scope("/cached")
@@ -49,7 +56,13 @@ fn main() {
                         "/post",
                         web::post().to(|| async { HttpResponse::Ok().body("ok") }),
                     )
-                    .route("/stream", web::get().to(stream)),
+                    .route("/stream", web::get().to(stream))
+                    .route("/no-store", web::get().to(no_store))
+                    .route("/private", web::get().to(private))
+                    .route(
+                        "/miss",
+                        web::get().to(|| async { HttpResponse::Ok().body(&SMALL[..]) }),
+                    ),
             ),
     ));
     let etag = rt.block_on(async {
@@ -66,11 +79,20 @@ fn main() {
             "post",
             "bare-stream",
             "stream",
+            "bare-no-store",
+            "no-store",
+            "bare-private",
+            "private",
+            "bare-miss",
+            "miss",
         ],
     };
     for case in cases {
         rt.block_on(async {
-            for _ in 0..n {
+            for i in 0..n {
+                // A miss + store each time: a query string no request used before.
+                let miss = format!("/cached/miss?n={i}");
+                let bare_miss = format!("/plain/miss?n={i}");
                 let req = match case {
                     "scope-get" => TestRequest::get().uri("/plain/static"),
                     "hit" => TestRequest::get().uri("/cached/static"),
@@ -85,6 +107,12 @@ fn main() {
                     "post" => TestRequest::post().uri("/cached/post"),
                     "bare-stream" => TestRequest::get().uri("/plain/stream"),
                     "stream" => TestRequest::get().uri("/cached/stream"),
+                    "bare-no-store" => TestRequest::get().uri("/plain/no-store"),
+                    "no-store" => TestRequest::get().uri("/cached/no-store"),
+                    "bare-private" => TestRequest::get().uri("/plain/private"),
+                    "private" => TestRequest::get().uri("/cached/private"),
+                    "bare-miss" => TestRequest::get().uri(&bare_miss),
+                    "miss" => TestRequest::get().uri(&miss),
                     other => panic!("unknown case {other}"),
                 };
                 // Every HTTP/1.1 client sends Host.
@@ -99,4 +127,18 @@ async fn stream() -> HttpResponse {
     HttpResponse::Ok().streaming(futures_util::stream::once(async {
         Ok::<_, actix_web::Error>(web::Bytes::from_static(&SMALL))
     }))
+}
+
+/// A dynamic page: `Cache-Control: no-store`, 1 KiB.
+async fn no_store() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(&SMALL[..])
+}
+
+/// A per-user page: `Cache-Control: private`, 1 KiB (not stored, but a browser revalidates it).
+async fn private() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "private"))
+        .body(&SMALL[..])
 }

@@ -13,7 +13,7 @@ count() { # instructions for $2 requests of case $1
 }
 printf '| case | instructions per request |\n|---|---|\n'
 declare -A per
-for case in scope-get hit 304 scope-post post bare-stream stream; do
+for case in scope-get hit 304 scope-post post bare-stream stream bare-no-store no-store bare-private private bare-miss miss; do
   a=$(count "$case" 200); b=$(count "$case" 1200)
   per[$case]=$(( (b - a) / 1000 ))
   printf '| %s | %s |\n' "$case" "${per[$case]}"
@@ -22,3 +22,6 @@ printf '\nhit / scope-get: %s\n' "$(python3 -c "print(round(${per[hit]}/${per[sc
 printf '304 / scope-get: %s\n' "$(python3 -c "print(round(${per[304]}/${per[scope-get]},2))")"
 printf 'post / scope-post: %s\n' "$(python3 -c "print(round(${per[post]}/${per[scope-post]},2))")"
 printf 'stream / bare-stream: %s\n' "$(python3 -c "print(round(${per[stream]}/${per['bare-stream']},2))")"
+printf 'no-store / bare-no-store: %s\n' "$(python3 -c "print(round(${per[no-store]}/${per['bare-no-store']},2))")"
+printf 'private / bare-private: %s\n' "$(python3 -c "print(round(${per[private]}/${per['bare-private']},2))")"
+printf 'miss / bare-miss: %s\n' "$(python3 -c "print(round(${per[miss]}/${per['bare-miss']},2))")"

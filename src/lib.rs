@@ -12,7 +12,9 @@
 //!   and stores what may be stored (RFC 9111);
 //! - gives every `2xx` response to `GET`/`HEAD` with a body of known size (up to
 //!   [`Cache::max_body_size`]) a strong `ETag`, the SHA-256 of the body, unless the handler set
-//!   one (which is kept as it is);
+//!   one (which is kept as it is) or the response says `no-store` to a request without
+//!   preconditions (kept by no cache, it passes through unbuffered and unhashed; a handler that
+//!   wants writes conditional on such a page sets its own `ETag`);
 //! - answers `If-None-Match` / `If-Modified-Since` with `304`, and `If-Match` /
 //!   `If-Unmodified-Since` / `If-None-Match: *` on `PUT`, `PATCH`, `DELETE` and `POST` with `412`
 //!   **before** the handler runs, so a stale write never happens (RFC 9110 §13);

@@ -77,7 +77,7 @@ fn patch(path: &str, if_match: &str) -> actix_http::Request {
         .to_request()
 }
 
-// RFC 9110 §13.1.1: a `GET` response that is never stored (`no-store`) still carries this
+// RFC 9110 §13.1.1: a `GET` response that is never stored (`private`) still carries this
 // crate's entity tag; a write made with it once the resource changed gets 412, before the
 // handler, although the store never held a thing.
 #[actix_web::test]
@@ -86,7 +86,7 @@ async fn stale_if_match_on_a_never_stored_resource_is_412() {
     let app = init_service(
         App::new()
             .wrap(Cache::new(MemoryStore::new(100)))
-            .service(row.resource("/probe/no-store", "no-store")),
+            .service(row.resource("/probe/no-store", "private")),
     )
     .await;
     let res = call_service(&app, TestRequest::get().uri("/probe/no-store").to_request()).await;

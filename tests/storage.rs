@@ -11,7 +11,7 @@ use actix_web::{
     body::BodySize,
     http::{header, StatusCode},
     rt::time::sleep,
-    test::{call_service, init_service, read_body},
+    test::{call_service, init_service, read_body, TestRequest},
     web::{self, Bytes},
     App, HttpResponse, Route,
 };
@@ -847,7 +847,8 @@ async fn etag_is_quoted_lowercase_hex_sha256_of_the_body() {
     assert_eq!(calls.get(), 1);
 }
 
-// RFC 9110 §8.8.3: responses the cache does not store still get a validator.
+// RFC 9110 §8.8.3: responses the cache does not store still get a validator (a browser may
+// keep a `private` one and revalidate it). A `no-store` one does not: see below.
 #[actix_web::test]
 async fn etag_is_added_to_responses_that_are_not_stored() {
     let calls = Calls::default();
@@ -859,18 +860,50 @@ async fn etag_is_added_to_responses_that_are_not_stored() {
                 "/etag-private",
                 counted(&calls, &[("cache-control", "private")]),
             )
-            .route(
-                "/etag-no-store",
-                counted(&calls, &[("cache-control", "no-store")]),
-            )
             .route("/etag-cookie", counted(&calls, &[("set-cookie", "a=b")])),
     )
     .await;
-    for path in ["/etag-private", "/etag-no-store", "/etag-cookie"] {
+    for path in ["/etag-private", "/etag-cookie"] {
         let res = get_n!(app, path, 1);
         assert_eq!(header(&res, "etag"), etag_of(BODY.as_bytes()), "{path}");
     }
     assert_eq!(store.len(), 0);
+    assert_eq!(calls.get(), 2);
+}
+
+// RFC 9111 §5.2.2.5: a `no-store` response is kept by no cache, so no client can revalidate
+// it: to a request without preconditions it passes through untouched, neither buffered nor
+// hashed (the handler's own ETag is kept). A request with `If-None-Match` still gets its 304.
+#[actix_web::test]
+async fn a_no_store_response_passes_through_unhashed() {
+    let calls = Calls::default();
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route(
+                "/no-store-pass",
+                counted(&calls, &[("cache-control", "no-store")]),
+            )
+            .route(
+                "/no-store-own-etag",
+                counted(&calls, &[("cache-control", "no-store"), ("etag", "\"v7\"")]),
+            ),
+    )
+    .await;
+    let res = get_n!(app, "/no-store-pass", 1);
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("etag").is_none());
+    assert!(header(&res, "cache-status").contains("detail=no-store"));
+    assert_eq!(read_body(res).await, BODY.as_bytes());
+    let res = get_n!(app, "/no-store-own-etag", 1);
+    assert_eq!(header(&res, "etag"), "\"v7\"");
+
+    let req = TestRequest::get()
+        .uri("/no-store-pass")
+        .insert_header(("if-none-match", etag_of(BODY.as_bytes())))
+        .to_request();
+    let res = call_service(&app, req).await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(calls.get(), 3);
 }
 

@@ -61,7 +61,9 @@ where
             false => Ok(plan),
         },
     );
-    if let Some(reason) = unbuffered(inner, &res, &plan) {
+    let conditions = trip.conditions.as_ref().unwrap_or(res.request().headers());
+    let judged = conditional::has_preconditions(conditions);
+    if let Some(reason) = unbuffered(inner, &res, &plan, judged) {
         return Ok(pass_unbuffered(inner, res, trip, reason));
     }
     let (http_req, res) = res.into_parts();
@@ -103,11 +105,15 @@ where
 }
 
 /// Why the response passes through unbuffered, if it does: a body that is streamed or over the
-/// limit, or an error that is not stored (a `2xx` is buffered for its ETag and preconditions).
+/// limit, an error that is not stored, or a response that says `no-store` to a request without
+/// preconditions (no cache will keep it, so no validator is worth a hash of its body). Other
+/// `2xx` responses are buffered for their ETag and the request's preconditions. `judged`: the
+/// client's request has preconditions.
 fn unbuffered<St, B: MessageBody>(
     inner: &Inner<St>,
     res: &ServiceResponse<B>,
     plan: &Result<StorePlan, NotStored>,
+    judged: bool,
 ) -> Option<NotStored> {
     match res.response().body().size() {
         BodySize::Stream => return Some(NotStored::Streaming),
@@ -120,6 +126,7 @@ fn unbuffered<St, B: MessageBody>(
     }
     match plan {
         Err(reason) if !res.status().is_success() => Some(*reason),
+        Err(NotStored::NoStore) if !judged => Some(NotStored::NoStore),
         _ => None,
     }
 }
