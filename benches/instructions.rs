@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Arguments: a case (`scope-get`, `hit`, `304`, `scope-post`, `post`, `bare-stream`, `stream`,
-//! `bare-no-store`, `no-store`, `bare-private`, `private`, `bare-miss`, `miss`)
+//! `bare-no-store`, `no-store`, `bare-private`, `private`, `bare-miss`, `miss`, `bare-headers`
+//! (a handler sending a hit's fields), `bare-304` (a handler's own 304 with the cache's fields))
 //! and a request count. Run without arguments (as `cargo bench` does) it does a few of each.
 
 use actix_response_cache::{Cache, MemoryStore};
@@ -43,7 +44,9 @@ fn main() {
                     .route(
                         "/miss",
                         web::get().to(|| async { HttpResponse::Ok().body(&SMALL[..]) }),
-                    ),
+                    )
+                    .route("/headers", web::get().to(hit_headers))
+                    .route("/304", web::get().to(not_modified)),
             )
             .service(
                 web::scope("/cached")
@@ -85,6 +88,8 @@ fn main() {
             "private",
             "bare-miss",
             "miss",
+            "bare-headers",
+            "bare-304",
         ],
     };
     for case in cases {
@@ -113,6 +118,8 @@ fn main() {
                     "private" => TestRequest::get().uri("/cached/private"),
                     "bare-miss" => TestRequest::get().uri(&bare_miss),
                     "miss" => TestRequest::get().uri(&miss),
+                    "bare-headers" => TestRequest::get().uri("/plain/headers"),
+                    "bare-304" => TestRequest::get().uri("/plain/304"),
                     other => panic!("unknown case {other}"),
                 };
                 // Every HTTP/1.1 client sends Host.
@@ -141,4 +148,30 @@ async fn private() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "private"))
         .body(&SMALL[..])
+}
+
+/// The fields a hit sends besides its body (`ETag`, `Cache-Control`, `Age`, `Cache-Status`),
+/// set by a handler: what a hit costs at least.
+async fn hit_headers() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::ETAG,
+            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"",
+        ))
+        .insert_header((header::CACHE_CONTROL, "max-age=60"))
+        .insert_header((header::AGE, "0"))
+        .insert_header(("cache-status", "actix-response-cache; hit"))
+        .body(&SMALL[..])
+}
+
+/// A handler's own `304` with the fields the cache's `304` carries.
+async fn not_modified() -> HttpResponse {
+    HttpResponse::NotModified()
+        .insert_header((
+            header::ETAG,
+            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"",
+        ))
+        .insert_header((header::CACHE_CONTROL, "max-age=60"))
+        .insert_header(("cache-status", "actix-response-cache; hit"))
+        .finish()
 }

@@ -13,7 +13,7 @@ count() { # instructions for $2 requests of case $1
 }
 printf '| case | instructions per request |\n|---|---|\n'
 declare -A per
-for case in scope-get hit 304 scope-post post bare-stream stream bare-no-store no-store bare-private private bare-miss miss; do
+for case in scope-get hit 304 scope-post post bare-stream stream bare-no-store no-store bare-private private bare-miss miss bare-headers bare-304; do
   a=$(count "$case" 200); b=$(count "$case" 1200)
   per[$case]=$(( (b - a) / 1000 ))
   printf '| %s | %s |\n' "$case" "${per[$case]}"
@@ -25,3 +25,5 @@ printf 'stream / bare-stream: %s\n' "$(python3 -c "print(round(${per[stream]}/${
 printf 'no-store / bare-no-store: %s\n' "$(python3 -c "print(round(${per[no-store]}/${per['bare-no-store']},2))")"
 printf 'private / bare-private: %s\n' "$(python3 -c "print(round(${per[private]}/${per['bare-private']},2))")"
 printf 'miss / bare-miss: %s\n' "$(python3 -c "print(round(${per[miss]}/${per['bare-miss']},2))")"
+printf 'hit / bare-headers: %s\n' "$(python3 -c "print(round(${per[hit]}/${per['bare-headers']},2))")"
+printf '304 / bare-304: %s\n' "$(python3 -c "print(round(${per[304]}/${per['bare-304']},2))")"
