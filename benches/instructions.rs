@@ -150,14 +150,14 @@ async fn private() -> HttpResponse {
         .body(&SMALL[..])
 }
 
+/// An entity tag of a hit's length (a quoted SHA-256 in hex).
+const HIT_ETAG: &str = "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"";
+
 /// The fields a hit sends besides its body (`ETag`, `Cache-Control`, `Age`, `Cache-Status`),
 /// set by a handler: what a hit costs at least.
 async fn hit_headers() -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((
-            header::ETAG,
-            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"",
-        ))
+        .insert_header((header::ETAG, HIT_ETAG))
         .insert_header((header::CACHE_CONTROL, "max-age=60"))
         .insert_header((header::AGE, "0"))
         .insert_header(("cache-status", "actix-response-cache; hit"))
@@ -167,10 +167,7 @@ async fn hit_headers() -> HttpResponse {
 /// A handler's own `304` with the fields the cache's `304` carries.
 async fn not_modified() -> HttpResponse {
     HttpResponse::NotModified()
-        .insert_header((
-            header::ETAG,
-            "\"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"",
-        ))
+        .insert_header((header::ETAG, HIT_ETAG))
         .insert_header((header::CACHE_CONTROL, "max-age=60"))
         .insert_header(("cache-status", "actix-response-cache; hit"))
         .finish()

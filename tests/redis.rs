@@ -56,6 +56,14 @@ fn versioned(calls: &Calls, version: &Arc<AtomicUsize>) -> actix_web::Resource {
 
 /// An app on `store($server)` with the counted `/item` of [`versioned`], and the `ETag` its
 /// first `GET` stored.
+/// `PATCH /item` with `If-Match: tag`.
+fn patch_item(tag: &str) -> actix_http::Request {
+    TestRequest::patch()
+        .uri("/item")
+        .insert_header((header::IF_MATCH, tag))
+        .to_request()
+}
+
 macro_rules! item_app {
     ($server:expr, $calls:expr) => {{
         let version = Arc::new(AtomicUsize::new(1));
@@ -106,26 +114,12 @@ async fn two_instances_share_entries_writes_and_validators() {
     assert_eq!(calls_b.get(), 0, "B called its handler for what A stored");
 
     // B judges If-Match against A's validator: a stale tag is 412, B's handler not called.
-    let res = call_service(
-        &b,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, "\"not-current\""))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&b, patch_item("\"not-current\"")).await;
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(calls_b.get(), 0);
 
     // A write on A is seen by B's next GET.
-    let res = call_service(
-        &a,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag_a.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&a, patch_item(etag_a.as_str())).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = call_service(&b, get()).await;
     assert_eq!(
@@ -406,14 +400,7 @@ async fn tiered_stores_stay_correct_across_servers() {
     }
     assert_eq!(calls_b.get(), 0, "B's handler ran for what A stored");
 
-    let res = call_service(
-        &a,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&a, patch_item(etag.as_str())).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // The invalidation reaches B's local tier (one pub/sub message).
     settle().await;
@@ -705,13 +692,7 @@ async fn conditional_writes_wait_for_another_servers_lock() {
             .unwrap(),
         "the other server takes the lock"
     );
-    let patch = call_service(
-        &app,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag.as_str()))
-            .to_request(),
-    );
+    let patch = call_service(&app, patch_item(etag.as_str()));
     let other = async {
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let calls_while_held = calls.get();
@@ -753,14 +734,7 @@ async fn a_lock_held_too_long_gets_503_never_an_unlocked_write() {
         .try_lock(&resource, LockToken::new(0x77), Duration::from_secs(30))
         .await
         .unwrap());
-    let res = call_service(
-        &app,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, patch_item(etag.as_str())).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&res, header::RETRY_AFTER), "1");
     assert_eq!(calls.get(), 1, "the write ran without the lock");
@@ -774,14 +748,7 @@ async fn a_lock_whose_command_timed_out_is_released_when_redis_answers() {
     let calls = Calls::default();
     let (app, etag) = item_app!(&server, calls);
     server.freeze();
-    let res = call_service(
-        &app,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, patch_item(etag.as_str())).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     server.thaw();
     // The frozen SET NX ran on thaw; the backlog's unlock follows within its retry pause.
@@ -798,14 +765,7 @@ async fn a_lock_whose_command_timed_out_is_released_when_redis_answers() {
         }
     }
     assert_eq!(locks, 0, "the timed-out lock was never released");
-    let res = call_service(
-        &app,
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, etag.as_str()))
-            .to_request(),
-    )
-    .await;
+    let res = call_service(&app, patch_item(etag.as_str())).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
 }
 
@@ -876,15 +836,9 @@ async fn a_cold_conditional_write_is_probed_through_nested_caches() {
         ),
     )
     .await;
-    let patch = |tag: String| {
-        TestRequest::patch()
-            .uri("/item")
-            .insert_header((header::IF_MATCH, tag))
-            .to_request()
-    };
-    let res = call_service(&app, patch(common::etag_of(b"v3"))).await;
+    let res = call_service(&app, patch_item(&common::etag_of(b"v3"))).await;
     assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
-    let res = call_service(&app, patch(common::etag_of(b"v4"))).await;
+    let res = call_service(&app, patch_item(&common::etag_of(b"v4"))).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(version.load(Ordering::SeqCst), 5);
     // GET (two probes) + PATCH.
@@ -931,10 +885,8 @@ async fn a_conditional_write_whose_store_lock_was_lost_gets_503() {
                         .unwrap()
                         .get_connection()
                         .unwrap();
-                    let locks: Vec<Vec<u8>> = redis::cmd("KEYS")
-                        .arg("arc:{????????????????}l*")
-                        .query(&mut con)
-                        .unwrap();
+                    let locks: Vec<Vec<u8>> =
+                        redis::cmd("KEYS").arg("arc:*}l*").query(&mut con).unwrap();
                     for lock in &locks {
                         let _: () = redis::cmd("DEL").arg(lock).query(&mut con).unwrap();
                     }

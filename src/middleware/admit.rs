@@ -115,18 +115,24 @@ fn unbuffered<St, B: MessageBody>(
     plan: &Result<StorePlan, NotStored>,
     judged: bool,
 ) -> Option<NotStored> {
-    match res.response().body().size() {
-        BodySize::Stream => return Some(NotStored::Streaming),
-        BodySize::Sized(n)
-            if usize::try_from(n).map_or(true, |n| n > inner.policy.max_body_size) =>
-        {
-            return Some(NotStored::TooLarge)
-        }
-        _ => {}
+    if let Some(reason) = unhashable(res.response().body().size(), inner.policy.max_body_size) {
+        return Some(reason);
     }
     match plan {
         Err(reason) if !res.status().is_success() => Some(*reason),
         Err(NotStored::NoStore) if !judged => Some(NotStored::NoStore),
+        _ => None,
+    }
+}
+
+/// Why a body of `size` is neither buffered nor hashed, if it is not: a stream, or more than
+/// `limit` bytes. The validator probe follows the same rule.
+pub(super) fn unhashable(size: BodySize, limit: usize) -> Option<NotStored> {
+    match size {
+        BodySize::Stream => Some(NotStored::Streaming),
+        BodySize::Sized(n) if usize::try_from(n).map_or(true, |n| n > limit) => {
+            Some(NotStored::TooLarge)
+        }
         _ => None,
     }
 }

@@ -13,6 +13,7 @@
 //! | 4 | [`admit`] | what is stored, under the key the lookup used, guarded against writes in flight |
 //! | 5 | [`answer`] | one `respond` builds every answer from a representation: hit, `304`, `412`, stale |
 //! | — | [`write`] | unsafe methods: locks → preconditions → handler → invalidation |
+//! | — | [`lock`] | a write's locks, this process's and the store's: taken once the body is in, checked before the handler |
 //! | — | [`probe`] | a conditional write the store knows nothing of: the current validator from a `GET` of the handler |
 //! | — | [`invalidate`] | one plan/apply of what a successful write makes stale (URI, handler-side URI, `Location`) |
 //! | — | [`backlog`] | invalidations and lock releases the store did not take, retried in the background |
@@ -30,6 +31,7 @@ mod backlog;
 mod builder;
 mod coalesce;
 mod invalidate;
+mod lock;
 mod lookup;
 mod nested;
 mod probe;

@@ -62,13 +62,30 @@ pub(super) fn restore_client_conditions(req: &mut ServiceRequest) -> bool {
         return false;
     };
     let headers = req.headers_mut();
-    for name in PRECONDITION_FIELDS {
-        headers.remove(name);
-    }
-    for (name, value) in client.iter() {
-        headers.append(name.clone(), value.clone());
-    }
+    take_fields(headers, &PRECONDITION_FIELDS);
+    put_back(headers, client);
     true
+}
+
+/// Takes every line of the fields `names` out of `headers`, into a map of their own.
+pub(super) fn take_fields<'n>(
+    headers: &mut HeaderMap,
+    names: impl IntoIterator<Item = &'n HeaderName>,
+) -> HeaderMap {
+    let mut taken = HeaderMap::new();
+    for name in names {
+        for value in headers.remove(name) {
+            taken.append(name.clone(), value);
+        }
+    }
+    taken
+}
+
+/// Appends every line of `fields` (from [`take_fields`]) to `headers`.
+pub(super) fn put_back(headers: &mut HeaderMap, fields: HeaderMap) {
+    for (name, value) in fields {
+        headers.append(name, value);
+    }
 }
 
 /// Marks `res` [`Handled`] when a `Cache` wraps this one, and [`HandledStored`] too when

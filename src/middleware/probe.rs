@@ -16,20 +16,21 @@ use std::{
 
 use actix_service::Service;
 use actix_web::{
-    body::{to_bytes_limited, BodySize, MessageBody},
+    body::{to_bytes_limited, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{header, Method, StatusCode},
     Error, HttpMessage,
 };
 
 use super::{
-    nested::{ValidatorProbe, ValidatorProbed, PRECONDITION_FIELDS},
+    admit,
+    nested::{put_back, take_fields, ValidatorProbe, ValidatorProbed, PRECONDITION_FIELDS},
     Inner, LOG,
 };
 use crate::{conditional, entry::StoredTag, etag};
 
 /// How long a probe may take: as long as a write waits for its locks.
-const PROBE_WAIT: Duration = Duration::from_secs(5);
+const PROBE_WAIT: Duration = super::lock::LOCK_WAIT;
 
 /// What the probe learnt of the resource's current representation.
 pub(super) enum Probed {
@@ -63,11 +64,10 @@ where
     let method = req.method().clone();
     let matched = req.match_info().clone();
     let payload = req.take_payload();
-    let mut kept = Vec::new();
-    let headers = req.headers_mut();
-    for name in PRECONDITION_FIELDS.iter().chain([&header::RANGE]) {
-        kept.extend(headers.remove(name).map(|value| (name.clone(), value)));
-    }
+    let kept = take_fields(
+        req.headers_mut(),
+        PRECONDITION_FIELDS.iter().chain([&header::RANGE]),
+    );
     req.head_mut().method = Method::GET;
     req.extensions_mut().insert(ValidatorProbe);
     log::debug!(target: LOG, "probing {} for the current validator", req.path());
@@ -96,10 +96,7 @@ where
     req.extensions_mut().insert(ValidatorProbed);
     let restored = catch_unwind(AssertUnwindSafe(|| {
         req.head_mut().method = method;
-        let headers = req.headers_mut();
-        for (name, value) in kept {
-            headers.append(name, value);
-        }
+        put_back(req.headers_mut(), kept);
         *req.match_info_mut() = matched;
     }));
     match restored {
@@ -139,17 +136,11 @@ async fn judge<St, B: MessageBody>(
             last_modified,
         };
     }
-    // No ETag of the handler's: the one this crate computes, for a body it would hash (sized
-    // and within the limit; a stream or a larger body never gets one).
-    // A stream or a larger body never gets one: the handler judges (it may have given the
+    // No ETag of the handler's: the one this crate computes, for a body it would hash. A
+    // stream or a larger body never gets one: the handler judges (it may have given the
     // client a validator of its own some other way).
     let limit = inner.policy.max_body_size;
-    let hashable = match res.body().size() {
-        BodySize::None => true,
-        BodySize::Sized(n) => usize::try_from(n).is_ok_and(|n| n <= limit),
-        BodySize::Stream => false,
-    };
-    if !hashable {
+    if admit::unhashable(res.body().size(), limit).is_some() {
         return Probed::Unknown;
     }
     match to_bytes_limited(res.into_body(), limit).await {

@@ -13,7 +13,7 @@ use actix_web::{
 use super::{
     admit::{self, is_stored_field, named_by_connection, Placement},
     answer::{self, Representation},
-    nested::{ClientConditions, PRECONDITION_FIELDS},
+    nested::{self, ClientConditions, PRECONDITION_FIELDS},
     status::Detail,
     trip::Trip,
     Inner, LOG,
@@ -31,12 +31,7 @@ use crate::{
 /// `If-None-Match` and `If-Modified-Since`.
 pub(super) fn ask_revalidation(req: &mut ServiceRequest, stored: &StoredResponse) -> HeaderMap {
     let headers = req.headers_mut();
-    let mut client = HeaderMap::new();
-    for name in PRECONDITION_FIELDS {
-        for value in headers.remove(&name) {
-            client.append(name.clone(), value);
-        }
-    }
+    let client = nested::take_fields(headers, &PRECONDITION_FIELDS);
     if let Some(tag) = &stored.etag {
         headers.insert(header::IF_NONE_MATCH, tag.value().clone());
     }

@@ -3,24 +3,21 @@
 
 use std::{
     rc::Rc,
-    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use actix_service::Service;
 use actix_web::{
     body::{EitherBody, MessageBody},
-    dev::{Payload, ServiceRequest, ServiceResponse},
-    error::PayloadError,
+    dev::{ServiceRequest, ServiceResponse},
     http::{header, Method},
-    web::BytesMut,
     Error, HttpMessage,
 };
-use futures_util::StreamExt;
 
 use super::{
     backlog::Backlog,
     invalidate,
+    lock::{still_locked, take_locks, takes_the_lock, Locks, STORE_LOCK_TTL},
     lookup::{self, Lookup},
     nested::{ValidatorProbed, WriteLockHeld},
     probe::{self, Probed},
@@ -32,26 +29,14 @@ use crate::{
     entry::{EntryKind, ModifiedMarker, StoredTag},
     etag,
     freshness::servable,
-    guard,
     policy::Visibility,
     request::RequestFlags,
-    store::{CollectableStore, LockToken, StoreError},
-    CacheEntry, CacheKey, ResourceGroup,
+    store::{CollectableStore, LockToken},
+    CacheEntry, CacheKey,
 };
-
-/// A request body as a boxed stream (actix's own payload stream type).
-type BoxedPayloadStream = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>,
->;
 
 /// How many superseded entity tags a write marker remembers.
 const MAX_SUPERSEDED: usize = 16;
-/// How long a conditional write waits, in all, for the locks of its resource (this process's,
-/// then the store's) before it gets `503`.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
-/// How long a store lock lives if its holder never releases it (a server that died mid-write).
-const STORE_LOCK_TTL: Duration = Duration::from_secs(10);
-
 /// What the store holds of a write's resource: the entry at its key, and the group's write
 /// marker.
 pub(super) struct Stored {
@@ -74,7 +59,7 @@ impl Stored {
 /// found.
 ///
 /// A conditional write fails closed ([`Cache::fail_open_conditional_writes`](crate::Cache)
-/// turns that off): `503` when its locks cannot be had within [`LOCK_WAIT`] or the store
+/// turns that off): `503` when its locks cannot be had within [`LOCK_WAIT`](super::lock::LOCK_WAIT) or the store
 /// cannot say what it holds of the resource.
 pub(super) async fn write<S, B, St>(
     service: Rc<S>,
@@ -96,10 +81,7 @@ where
     // between a conditional write's check and its handler (a lost update); POST and extension
     // methods, which usually act on a collection, do not wait.
     let guarded = flags.preconditions || takes_the_lock(req.method());
-    let Locks {
-        local: lock,
-        remote,
-    } = if stores && guarded && req.extensions().get::<WriteLockHeld>().is_none() {
+    let locks = if stores && guarded && req.extensions().get::<WriteLockHeld>().is_none() {
         match take_locks(&inner, &mut req, &key, fail_closed).await {
             Some(locks) => locks,
             None => return Ok(unavailable(&inner, req)),
@@ -108,81 +90,20 @@ where
         Locks::default()
     };
     // A prefetched lookup predates the lock: look again once it is held.
-    let prefetched = prefetched.filter(|_| lock.is_none() && remote.is_none());
+    let prefetched = prefetched.filter(|_| locks.local.is_none() && locks.remote.is_none());
     let target = Target {
         key: &key,
         flags,
         prefetched,
         fail_closed,
         // Counted from now, not from when the store granted it: half its life, to be sure.
-        store_lock: remote.map(|token| (token, Instant::now() + STORE_LOCK_TTL / 2)),
+        store_lock: locks
+            .remote
+            .map(|token| (token, Instant::now() + STORE_LOCK_TTL / 2)),
     };
     let result = judge_and_run(&service, &inner, req, target).await;
-    if let (Some(token), Some(c)) = (remote, inner.coordinator()) {
-        if inner
-            .timed("unlock", c.unlock(key.resource(), token))
-            .await
-            .is_err()
-        {
-            Backlog::unlock_later(&inner, Arc::clone(key.resource_handle()), token);
-        }
-    }
-    drop(lock);
+    locks.release(&inner, &key).await;
     result
-}
-
-/// The locks a write holds: this process's, and the store's (by its token).
-#[derive(Default)]
-struct Locks {
-    local: Option<futures_util::lock::OwnedMutexGuard<()>>,
-    remote: Option<LockToken>,
-}
-
-/// Reads the write's body in, then takes the locks of its resource: this process's, then the
-/// store's, within [`LOCK_WAIT`] in all. `None` when a write that fails closed could not have
-/// them (it gets `503`); a write that does not fail closed goes on with what it got.
-async fn take_locks<St: CollectableStore>(
-    inner: &Rc<Inner<St>>,
-    req: &mut ServiceRequest,
-    key: &CacheKey,
-    fail_closed: bool,
-) -> Option<Locks> {
-    // The body first, with no lock held: a client that sends it slowly holds up only itself,
-    // not every other write of the resource.
-    read_body_in(req, inner.policy.max_body_size).await;
-    let deadline = Instant::now() + LOCK_WAIT;
-    let mut locks = Locks::default();
-    let local = guard::lock_conditional_write(guard::of_store::<St>(key.resource().fingerprint()));
-    match actix_web::rt::time::timeout(LOCK_WAIT, local).await {
-        Ok(held) => {
-            req.extensions_mut().insert(WriteLockHeld);
-            locks.local = Some(held);
-        }
-        Err(_) if fail_closed => {
-            log::debug!(target: LOG, "503 {}: the write lock of {:?} was held too long", req.path(), key.resource());
-            return None;
-        }
-        Err(_) => {
-            log::debug!(target: LOG, "write of {:?} goes on without the lock", key.resource())
-        }
-    }
-    // Across servers sharing the store, the same: a lock in the store, taken after this
-    // process's (so one server's writes queue here, not in the store). A conditional write
-    // whose lock command fails gets its 503 at once; a plain one keeps trying until the
-    // deadline, so that it does not slip in between a conditional write's check and its
-    // handler on another server while the store is slow.
-    match lock_in_store(inner, key.resource_handle(), deadline, !fail_closed).await {
-        StoreLock::Held(token) => locks.remote = Some(token),
-        StoreLock::NotShared => {}
-        StoreLock::Unavailable if fail_closed => {
-            log::debug!(target: LOG, "503 {}: the store lock of {:?} is out of reach", req.path(), key.resource());
-            return None;
-        }
-        StoreLock::Unavailable => {
-            log::debug!(target: LOG, "write of {:?} goes on without the store lock", key.resource())
-        }
-    }
-    Some(locks)
 }
 
 /// The `503` of a conditional write that could not be judged.
@@ -195,41 +116,6 @@ fn unavailable<St, B>(inner: &Inner<St>, req: ServiceRequest) -> ServiceResponse
         res.headers_mut().insert(CACHE_STATUS, v);
     }
     req.into_response(res).map_into_right_body()
-}
-
-/// Reads a conditional write's body in before its locks are taken, up to `limit` bytes. A
-/// longer body is handed on as what was read followed by the rest of the stream, and an error
-/// mid-body as it came: the handler sees the same bytes and the same failure.
-async fn read_body_in(req: &mut ServiceRequest, limit: usize) {
-    let mut payload = req.take_payload();
-    let mut read = BytesMut::new();
-    loop {
-        match payload.next().await {
-            Some(Ok(chunk)) => {
-                read.extend_from_slice(&chunk);
-                if read.len() > limit {
-                    let head = futures_util::stream::once(std::future::ready(Ok(read.freeze())));
-                    let stream: BoxedPayloadStream = Box::pin(head.chain(payload));
-                    req.set_payload(Payload::from(stream));
-                    return;
-                }
-            }
-            Some(Err(err)) => {
-                let items = [Ok(read.freeze()), Err(err)];
-                let stream: BoxedPayloadStream = Box::pin(futures_util::stream::iter(items));
-                req.set_payload(Payload::from(stream));
-                return;
-            }
-            None if read.is_empty() => {
-                req.set_payload(Payload::None);
-                return;
-            }
-            None => {
-                req.set_payload(Payload::from(read.freeze()));
-                return;
-            }
-        }
-    }
 }
 
 /// What a write targets: its key as it reached the cache, its request flags, and what a
@@ -383,23 +269,6 @@ where
     Ok((req, verdict))
 }
 
-/// Whether the write still holds the store's lock it took, right before its handler runs
-/// (true when it took none). Under memory pressure (`allkeys-lru`) the store may have evicted
-/// it, and another server taken it since: a conditional write must not go on then.
-async fn still_locked<St: CollectableStore>(
-    inner: &Inner<St>,
-    key: &CacheKey,
-    store_lock: Option<(LockToken, Instant)>,
-) -> bool {
-    let (Some((token, _)), Some(c)) = (store_lock, inner.coordinator()) else {
-        return true;
-    };
-    let held = inner
-        .timed("lock", c.holds_lock(key.resource(), token))
-        .await;
-    held.unwrap_or(false)
-}
-
 /// Whether a write's preconditions are ones a probe's answer can decide: `If-Match`,
 /// `If-None-Match`, or an `If-Unmodified-Since` that is a date. A write's `If-Modified-Since`
 /// is ignored (RFC 9110 §13.1.3), and so is an `If-Unmodified-Since` that does not parse.
@@ -521,67 +390,6 @@ async fn leave_marker<St: CollectableStore, B>(
     {
         Backlog::mark_later(inner, marker_key, marker);
     }
-}
-
-/// Whether a conditional write holds the store's lock of its resource.
-enum StoreLock {
-    Held(LockToken),
-    /// The store is one process's: this process's lock is all there is.
-    NotShared,
-    /// The store failed, or another server held the lock until the deadline.
-    Unavailable,
-}
-
-/// Takes the store's lock of the group, waiting for another server's write of it until
-/// `deadline`; with `retry_failures`, an attempt that timed out is retried until then too.
-/// The token is minted once and every attempt uses it: an attempt that failed on this side
-/// may still have taken the lock in the store, which a retry then finds held by the token,
-/// and which the backlog releases with it if no attempt is known to have succeeded.
-async fn lock_in_store<St: CollectableStore>(
-    inner: &Rc<Inner<St>>,
-    group: &Arc<ResourceGroup>,
-    deadline: Instant,
-    retry_failures: bool,
-) -> StoreLock {
-    let Some(coordinator) = inner.coordinator() else {
-        return StoreLock::NotShared;
-    };
-    let token = LockToken::new(guard::unique_token());
-    let mut pause = Duration::from_millis(2);
-    let mut failed = false;
-    loop {
-        let attempt = inner
-            .timed("lock", coordinator.try_lock(group, token, STORE_LOCK_TTL))
-            .await;
-        let (held_by_another, timed_out) = match attempt {
-            Ok(true) => return StoreLock::Held(token),
-            Ok(false) => (true, false),
-            Err(err) => {
-                failed = true;
-                (false, matches!(err, StoreError::Timeout))
-            }
-        };
-        // Only a timeout is worth retrying: the store is there but slow, and the attempt may
-        // even have taken the lock. A store that refuses connections is out for everyone.
-        let retry = held_by_another || (retry_failures && timed_out);
-        if !retry || Instant::now() + pause >= deadline {
-            if failed {
-                Backlog::unlock_later(inner, Arc::clone(group), token);
-            }
-            if held_by_another {
-                log::debug!(target: LOG, "the store lock of {group:?} was held too long");
-            }
-            return StoreLock::Unavailable;
-        }
-        actix_web::rt::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// `PUT`, `PATCH` and `DELETE`: the writes of one resource (not of a collection) that take its
-/// locks even without a precondition.
-fn takes_the_lock(method: &Method) -> bool {
-    matches!(*method, Method::PUT | Method::PATCH | Method::DELETE)
 }
 
 /// `PUT`, `PATCH`, `DELETE` and `POST`: the methods known to change the target resource.
