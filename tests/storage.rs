@@ -929,6 +929,33 @@ async fn memory_store_entry_bound_evicts_least_recently_used() {
     assert_eq!(store.len(), 2);
 }
 
+// RFC 9111 §3: hits keep entries. A flood of one-time URLs, ten times the store's bound, does
+// not push out the entries that are being hit in between (hits mark entries under a shared
+// lock; eviction passes over a marked one once).
+#[actix_web::test]
+async fn a_scan_flood_does_not_evict_the_entries_being_hit() {
+    let (hot, scan) = (Calls::default(), Calls::default());
+    let store = MemoryStore::new(100);
+    let app = init_service(
+        App::new()
+            .wrap(Cache::new(store.clone()))
+            .route("/hot/{n}", counted(&hot, &[]))
+            .route("/scan/{n}", counted(&scan, &[])),
+    )
+    .await;
+    for i in 0..1000 {
+        get_n!(app, &format!("/scan/{i}"), 1);
+        get_n!(app, &format!("/hot/{}", i % 20), 1);
+    }
+    assert_eq!(scan.get(), 1000);
+    assert_eq!(
+        hot.get(),
+        20,
+        "every hot URL missed once, then was always a hit"
+    );
+    assert_eq!(store.len(), 100);
+}
+
 // RFC 9111 §3: the byte budget evicts older entries, and an entry over the budget is not kept.
 #[actix_web::test]
 async fn memory_store_byte_budget_evicts() {
@@ -938,8 +965,8 @@ async fn memory_store_byte_budget_evicts() {
             HttpResponse::Ok().body(vec![b'y'; 1000])
         })
     };
-    // One 1000-byte entry (plus key, headers and overhead) fits in 2000 bytes; two do not.
-    let store = MemoryStore::new(100).max_bytes(2000);
+    // One 1000-byte entry (plus key, headers and overhead) fits in 2200 bytes; two do not.
+    let store = MemoryStore::new(100).max_bytes(2200);
     let tiny = MemoryStore::new(100).max_bytes(100);
     let app = init_service(
         App::new()
@@ -959,7 +986,7 @@ async fn memory_store_byte_budget_evicts() {
     assert_eq!(store.len(), 1);
     get_n!(app, "/bytes/2", 1);
     assert_eq!(store.len(), 1, "the second entry evicted the first");
-    assert!(store.bytes() <= 2000);
+    assert!(store.bytes() <= 2200);
     let res = get_n!(app, "/bytes/2", 1);
     assert!(header(&res, "cache-status").contains("hit"));
     get_n!(app, "/bytes/1", 1);

@@ -1,31 +1,28 @@
 //! The default store: a bounded, in-process LRU.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    fmt,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::SystemTime,
-};
+use std::{collections::HashMap, fmt, sync::Arc, time::SystemTime};
 
 use lru::LruCache;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
+use self::shard::State;
 use super::{
     CacheStore, CollectTarget, CollectableStore, Coordination, StoreError, DEFAULT_MAX_VARIANTS,
 };
 use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 
+mod shard;
+
 /// A bounded in-memory LRU store, shared by every worker of the process.
 ///
 /// It is bounded by entry count (given to [`new`](Self::new)) and by bytes
 /// ([`max_bytes`](Self::max_bytes), 64 MiB by default). The byte count is body, header names and
-/// values, and key bytes, plus a fixed overhead per entry (640 bytes, and 64 per header line)
+/// values, and key bytes, plus a fixed overhead per entry (720 bytes, and 64 per header line)
 /// that covers the entry's own structures; measured with `cargo bench --bench memory`, a flood
 /// of 100,000 distinct URLs keeps the live heap within the budget plus about 70 bytes per held
-/// entry. When either bound is reached the least recently used entries are evicted. Expired
+/// entry. When either bound is reached the least recently used entries are evicted, in the
+/// second-chance (CLOCK) approximation of LRU: a hit marks its entry, and eviction passes over a
+/// marked entry once, clearing the mark and moving it to the recent end. Expired
 /// entries are dropped when they are next read. Nothing of the full capacity is allocated up
 /// front.
 ///
@@ -42,8 +39,10 @@ use crate::{key::shard_hash_of_key, CacheEntry, CacheKey, ResourceGroup};
 /// the same one. A store of more than 1024 entries is split into up to 16 shards, each with its
 /// own lock and an equal part of both bounds (so LRU order is kept per shard); every entry of a
 /// resource's group (every alias, variant and query string) lives in one shard, picked by a hash
-/// seeded at start-up. A lookup holds its shard's lock only for the hash probe and a
-/// reference-count clone, and is answered without a future ([`CacheStore::get_now`]).
+/// seeded at start-up. A hit holds its shard's lock *shared*, only for the hash probe, the mark
+/// and a reference-count clone, so hits from several workers do not wait for each other; it is
+/// answered without a future ([`CacheStore::get_now`]). Stores, removals, collects and the
+/// dropping of an unusable entry take the shard's lock exclusively.
 ///
 /// ```
 /// use std::time::Duration;
@@ -68,90 +67,29 @@ pub struct MemoryStore {
 /// rarely wait for each other. Every entry of one resource (all its variants and query strings)
 /// lives in the same shard, so that `collect` takes one lock.
 struct Shards {
-    shards: Box<[Mutex<State>]>,
+    shards: Box<[RwLock<State>]>,
 }
-
-struct State {
-    /// Unbounded in the LRU's own terms: `max_entries` is enforced here, so that no table of
-    /// the full capacity is allocated up front.
-    entries: LruCache<CacheKey, Slot>,
-    /// Per resource group: its write generations, live counts and insertion order, so that
-    /// collect, removal, eviction and the variant cap each cost O(1) (amortised), whatever the
-    /// number of keys of the group.
-    groups: HashMap<Arc<ResourceGroup>, Group, foldhash::fast::RandomState>,
-    bytes: usize,
-    max_bytes: usize,
-    max_entries: usize,
-    max_variants: usize,
-    /// The stamp of the next stored entry (order within the shard).
-    next_stamp: u64,
-}
-
-/// A stored entry, with the write generations it was stored under: when either cell has moved
-/// on (a collect), the entry is unusable and is dropped when next met.
-struct Slot {
-    entry: CacheEntry,
-    group_cell: Arc<AtomicU64>,
-    group_generation: u64,
-    query_cell: Arc<AtomicU64>,
-    query_generation: u64,
-    stamp: u64,
-}
-
-impl Slot {
-    /// Whether no collect has made the entry unusable since it was stored.
-    fn current(&self) -> bool {
-        self.group_cell.load(Ordering::Acquire) == self.group_generation
-            && self.query_cell.load(Ordering::Acquire) == self.query_generation
-    }
-}
-
-/// What a shard keeps of one resource group.
-#[derive(Default)]
-struct Group {
-    /// Moved on by a collect of every query string.
-    cell: Arc<AtomicU64>,
-    /// Per query string (in group form): its generation cell and live entries.
-    queries: HashMap<Arc<str>, Query, foldhash::fast::RandomState>,
-    /// Entries held (usable or not yet reclaimed).
-    live: usize,
-    /// Keys in the order they were stored, with their stamps; an item whose key holds another
-    /// stamp (or nothing) is a tombstone, skipped when met. Kept within twice the live count.
-    order: VecDeque<(CacheKey, u64)>,
-}
-
-#[derive(Default)]
-struct Query {
-    cell: Arc<AtomicU64>,
-    live: usize,
-}
-
-/// A collect of a group of at most this many entries removes them at once (at most twice as
-/// many steps); a bigger group only moves its generation, O(1), and its entries are reclaimed
-/// as they are met.
-const EAGER_COLLECT: usize = 64;
-
 /// Stores smaller than this many entries per shard are not split: their LRU order and bounds
 /// stay exact.
 const ENTRIES_PER_SHARD: usize = 1024;
 const MAX_SHARDS: usize = 16;
 
 impl Shards {
-    fn for_key(&self, key: &[u8]) -> &Mutex<State> {
+    fn for_key(&self, key: &[u8]) -> &RwLock<State> {
         match &*self.shards {
             [only] => only,
             _ => self.pick(shard_hash_of_key(key)),
         }
     }
 
-    fn for_resource(&self, resource: &ResourceGroup) -> &Mutex<State> {
+    fn for_resource(&self, resource: &ResourceGroup) -> &RwLock<State> {
         match &*self.shards {
             [only] => only,
             _ => self.pick(resource.shard_hash()),
         }
     }
 
-    fn pick(&self, hash: u64) -> &Mutex<State> {
+    fn pick(&self, hash: u64) -> &RwLock<State> {
         // The shard count is at most 16: the cast and the modulo are exact.
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
@@ -188,7 +126,7 @@ impl MemoryStore {
         let per_shard = max_entries.div_ceil(n);
         let shards = (0..n)
             .map(|_| {
-                Mutex::new(State {
+                RwLock::new(State {
                     entries: LruCache::unbounded(),
                     groups: HashMap::default(),
                     bytes: 0,
@@ -225,7 +163,7 @@ impl MemoryStore {
         );
         let n = self.inner.shards.len();
         for shard in self.inner.shards.iter() {
-            shard.lock().max_bytes = max_bytes.div_ceil(n);
+            shard.write().max_bytes = max_bytes.div_ceil(n);
         }
         self
     }
@@ -249,7 +187,7 @@ impl MemoryStore {
     pub fn max_variants(self, max: usize) -> Self {
         assert!(max > 0, "MemoryStore::max_variants: must be at least 1");
         for shard in self.inner.shards.iter() {
-            shard.lock().max_variants = max;
+            shard.write().max_variants = max;
         }
         self
     }
@@ -265,7 +203,7 @@ impl MemoryStore {
         self.inner
             .shards
             .iter()
-            .map(|s| s.lock().entries.len())
+            .map(|s| s.read().entries.len())
             .sum()
     }
 
@@ -288,7 +226,7 @@ impl MemoryStore {
     /// # let _ = actix_web::App::new().wrap(actix_response_cache::Cache::new(MemoryStore::new(10)));
     /// ```
     pub fn bytes(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.lock().bytes).sum()
+        self.inner.shards.iter().map(|s| s.read().bytes).sum()
     }
 
     /// Drops every entry.
@@ -302,7 +240,7 @@ impl MemoryStore {
     /// ```
     pub fn clear(&self) {
         for shard in self.inner.shards.iter() {
-            let mut state = shard.lock();
+            let mut state = shard.write();
             state.entries.clear();
             state.groups.clear();
             state.bytes = 0;
@@ -310,196 +248,36 @@ impl MemoryStore {
     }
 }
 
-fn weight(key: &CacheKey, entry: &CacheEntry) -> usize {
-    key.as_bytes().len() + entry.size()
-}
-
-impl State {
-    /// Forgets a removed entry in its group's counts: O(1), no scan of the group's keys.
-    fn unindex(&mut self, key: &CacheKey, slot: &Slot) {
-        self.bytes = self.bytes.saturating_sub(weight(key, &slot.entry));
-        let Some(group) = self.groups.get_mut(key.resource()) else {
-            return;
-        };
-        group.live = group.live.saturating_sub(1);
-        if let Some(query) = group.queries.get_mut(key.query()) {
-            query.live = query.live.saturating_sub(1);
-            if query.live == 0 {
-                group.queries.remove(key.query());
-            }
-        }
-        if group.live == 0 {
-            self.groups.remove(key.resource());
-        }
-    }
-
-    fn remove(&mut self, key: &CacheKey) {
-        if let Some(slot) = self.entries.pop(key) {
-            self.unindex(key, &slot);
-        }
-    }
-
-    fn insert(&mut self, key: &CacheKey, entry: CacheEntry) {
-        self.remove(key);
-        let size = weight(key, &entry);
-        if size > self.max_bytes {
-            log::trace!(target: "actix_response_cache", "entry of {size} bytes exceeds the store budget");
-            return;
-        }
-        while self.bytes + size > self.max_bytes || self.entries.len() >= self.max_entries {
-            match self.entries.pop_lru() {
-                Some((old_key, old)) => self.unindex(&old_key, &old),
-                None => break,
-            }
-        }
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
-        let group = self
-            .groups
-            .entry(Arc::clone(key.resource_handle()))
-            .or_default();
-        let query = group
-            .queries
-            .entry(Arc::clone(key.query_handle()))
-            .or_default();
-        query.live += 1;
-        let slot = Slot {
-            entry,
-            group_generation: group.cell.load(Ordering::Acquire),
-            group_cell: Arc::clone(&group.cell),
-            query_generation: query.cell.load(Ordering::Acquire),
-            query_cell: Arc::clone(&query.cell),
-            stamp,
-        };
-        group.live += 1;
-        group.order.push_back((key.clone(), stamp));
-        self.entries.push(key.clone(), slot);
-        self.bytes += size;
-        self.bound_group(key.resource());
-    }
-
-    /// Keeps a group within the variant cap (its oldest entries go first) and its order queue
-    /// within twice its live entries; amortised O(1) per insert.
-    fn bound_group(&mut self, resource: &ResourceGroup) {
-        loop {
-            let Some(group) = self.groups.get_mut(resource) else {
-                return;
-            };
-            let over_cap = group.live > self.max_variants;
-            let too_long = group.order.len() > 2 * group.live + 8;
-            if !over_cap && !too_long {
-                return;
-            }
-            let Some((key, stamp)) = group.order.pop_front() else {
-                return;
-            };
-            let held = self.entries.peek(&key).is_some_and(|s| s.stamp == stamp);
-            match (held, over_cap) {
-                (true, true) => self.remove(&key),
-                // Not over the cap: a live item only moves to the back, a tombstone goes.
-                (true, false) => {
-                    if let Some(group) = self.groups.get_mut(resource) {
-                        group.order.push_back((key, stamp));
-                    }
-                    return;
-                }
-                (false, _) => {}
-            }
-        }
-    }
-
-    /// The entry at `key` if it is usable: not expired, not collected. An unusable one is
-    /// dropped.
-    fn lookup(&mut self, key: &[u8]) -> Option<CacheEntry> {
-        match self.entries.get(key) {
-            Some(slot) if slot.current() && !slot.entry.is_expired(SystemTime::now()) => {
-                return Some(slot.entry.clone())
-            }
-            Some(_) => {}
-            None => return None,
-        }
-        if let Some((key, slot)) = self.entries.pop_entry(key) {
-            self.unindex(&key, &slot);
-        }
-        None
-    }
-
-    /// Makes every entry `target` matches unusable: one generation moves on. Returns how many
-    /// entries that concerned (usable or not yet reclaimed).
-    fn collect(&mut self, target: &CollectTarget) -> usize {
-        let Some(group) = self.groups.get_mut(target.resource()) else {
-            return 0;
-        };
-        if group.live <= EAGER_COLLECT {
-            // A small group (nearly every resource) is dropped at once, in bounded steps, so
-            // its memory is back now; the generation moves on as well.
-            let doomed: Vec<(CacheKey, u64)> = group
-                .order
-                .iter()
-                .filter(|(key, _)| target.query().is_none_or(|q| q == key.query()))
-                .cloned()
-                .collect();
-            let mut dropped = 0;
-            for (key, stamp) in doomed {
-                if self.entries.peek(&key).is_some_and(|s| s.stamp == stamp) {
-                    self.remove(&key);
-                    dropped += 1;
-                }
-            }
-            if let Some(group) = self.groups.get_mut(target.resource()) {
-                match target.query() {
-                    None => group.cell.fetch_add(1, Ordering::AcqRel),
-                    Some(q) => group
-                        .queries
-                        .get(q)
-                        .map_or(0, |q| q.cell.fetch_add(1, Ordering::AcqRel)),
-                };
-            }
-            return dropped;
-        }
-        match target.query() {
-            None => {
-                group.cell.fetch_add(1, Ordering::AcqRel);
-                group.live
-            }
-            Some(query) => match group.queries.get(query) {
-                Some(q) => {
-                    q.cell.fetch_add(1, Ordering::AcqRel);
-                    q.live
-                }
-                None => 0,
-            },
-        }
-    }
-}
-
 impl CacheStore for MemoryStore {
     async fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>, StoreError> {
-        Ok(self
-            .inner
-            .for_resource(key.resource())
-            .lock()
-            .lookup(key.as_bytes()))
+        // Hits share the shard's lock; only an unusable entry takes it exclusively, to go.
+        let shard = self.inner.for_resource(key.resource());
+        let now = SystemTime::now();
+        let found = shard.read().peek_usable(key.as_bytes(), now);
+        match found {
+            Ok(found) => Ok(found),
+            Err(()) => Ok(shard.write().drop_unusable(key.as_bytes(), now)),
+        }
     }
 
     fn get_now(&self, key: &[u8]) -> Option<Result<Option<CacheEntry>, StoreError>> {
         // The hit path: no clock read here (the middleware checks expiry with the time it
         // already has); an expired entry is replaced when the miss stores its successor.
-        let mut shard = self.inner.for_key(key).lock();
-        let found = shard.entries.get(key).filter(|slot| slot.current());
-        Some(Ok(found.map(|slot| slot.entry.clone())))
+        // Under the shard's read lock, so that hits from several workers do not wait for
+        // each other; the hit marks the entry for eviction's second chance.
+        Some(Ok(self.inner.for_key(key).read().peek_current(key)))
     }
 
     async fn set(&self, key: &CacheKey, entry: CacheEntry) -> Result<(), StoreError> {
         self.inner
             .for_resource(key.resource())
-            .lock()
+            .write()
             .insert(key, entry);
         Ok(())
     }
 
     async fn remove(&self, key: &CacheKey) -> Result<(), StoreError> {
-        self.inner.for_resource(key.resource()).lock().remove(key);
+        self.inner.for_resource(key.resource()).write().remove(key);
         Ok(())
     }
 }
@@ -520,7 +298,7 @@ impl MemoryStore {
     pub(crate) fn collect_now(&self, target: &CollectTarget) -> usize {
         self.inner
             .for_resource(target.resource())
-            .lock()
+            .write()
             .collect(target)
     }
 }
@@ -551,7 +329,7 @@ mod tests {
 
     fn set(store: &MemoryStore, key: &CacheKey) {
         let shard = store.inner.for_resource(key.resource());
-        shard.lock().insert(key, entry());
+        shard.write().insert(key, entry());
     }
 
     fn has(store: &MemoryStore, key: &CacheKey) -> bool {
@@ -632,14 +410,14 @@ mod tests {
         set(&store, &a);
         set(&store, &b);
         set(&store, &c); // evicts a
-        let state = store.inner.for_resource(a.resource()).lock();
+        let state = store.inner.for_resource(a.resource()).write();
         assert_eq!(state.groups.get(a.resource()).map(|g| g.live), Some(1));
         assert!(state.groups.get(a.resource()).unwrap().order.len() <= 10);
         drop(state);
         futures_util::FutureExt::now_or_never(store.remove(&b))
             .unwrap()
             .unwrap();
-        let state = store.inner.for_resource(a.resource()).lock();
+        let state = store.inner.for_resource(a.resource()).write();
         assert!(
             !state.groups.contains_key(a.resource()),
             "an empty group is dropped"
@@ -655,7 +433,7 @@ mod tests {
             set(&store, &hot);
         }
         assert!(has(&store, &cold), "a live entry was dropped under the cap");
-        let state = store.inner.for_resource(hot.resource()).lock();
+        let state = store.inner.for_resource(hot.resource()).write();
         assert!(state.groups.get(hot.resource()).unwrap().order.len() <= 12);
     }
 }
