@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    sync::Arc,
+    sync::{Arc, Weak},
     time::{Duration, SystemTime},
 };
 
@@ -337,4 +337,85 @@ impl fmt::Debug for CacheEntry {
             .field("expires_at", &self.inner.expires_at)
             .finish()
     }
+}
+
+/// A handle that recognises one entry without keeping its contents alive (only the allocation
+/// of its shared part, so the address cannot be reused by another entry while it is held).
+pub(crate) struct EntryIdentity(Weak<EntryInner>);
+
+impl EntryIdentity {
+    /// Whether `entry` is the entry this identifies (no reference count is touched).
+    pub(crate) fn is(&self, entry: &CacheEntry) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&entry.inner))
+    }
+}
+
+impl CacheEntry {
+    /// The identity of this entry, to recognise it later.
+    pub(crate) fn identity(&self) -> EntryIdentity {
+        EntryIdentity(Arc::downgrade(&self.inner))
+    }
+
+    /// The body length of a stored response; `None` for markers.
+    pub(crate) fn response_body_len(&self) -> Option<usize> {
+        match &self.inner.kind {
+            EntryKind::Response(r) => Some(r.body.len()),
+            _ => None,
+        }
+    }
+
+    /// A copy of a stored response that shares no reference count with this one (body,
+    /// header values and names are copied), so that hits on the copy from one thread do not
+    /// contend with hits on the original from others; `None` for markers.
+    pub(crate) fn unshared_copy(&self) -> Option<CacheEntry> {
+        let EntryKind::Response(r) = &self.inner.kind else {
+            return None;
+        };
+        let response = StoredResponse {
+            status: r.status,
+            headers: r
+                .headers
+                .iter()
+                .map(|(name, value)| (unshared_name(name), unshared_value(value)))
+                .collect(),
+            body: Bytes::copy_from_slice(&r.body),
+            etag: r.etag.as_ref().map(|t| StoredTag {
+                value: unshared_value(&t.value),
+                weak: t.weak,
+                opaque: t.opaque.clone(),
+            }),
+            last_modified: r.last_modified,
+            initial_age: r.initial_age,
+            shareable_with_credentials: r.shareable_with_credentials,
+            fresh_until: r.fresh_until,
+            must_revalidate: r.must_revalidate,
+            immutable: r.immutable,
+            stale_while_revalidate: r.stale_while_revalidate,
+            stale_if_error: r.stale_if_error,
+        };
+        Some(CacheEntry {
+            inner: Arc::new(EntryInner {
+                stored_at: self.inner.stored_at,
+                expires_at: self.inner.expires_at,
+                kind: EntryKind::Response(response),
+            }),
+        })
+    }
+}
+
+/// A copy of `value` in a buffer of its own (the shared one if it cannot be rebuilt, which a
+/// valid value always can).
+fn unshared_value(value: &HeaderValue) -> HeaderValue {
+    match HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(mut copy) => {
+            copy.set_sensitive(value.is_sensitive());
+            copy
+        }
+        Err(_) => value.clone(),
+    }
+}
+
+/// A copy of `name`: standard names share nothing already; others get a buffer of their own.
+fn unshared_name(name: &HeaderName) -> HeaderName {
+    HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone())
 }

@@ -183,6 +183,61 @@ async fn successful_write_of_each_unsafe_method_drops_the_stored_get() {
     }
 }
 
+// RFC 9111 §4.4, with several workers: an entry hit often enough for a worker thread to keep
+// its own copy of it (the MemoryStore's front: 8 hits, so 20 are plenty) is dropped for that worker by a write another
+// worker served, and by a replacement stored from another worker.
+#[actix_web::test]
+async fn a_write_on_another_worker_drops_this_workers_copy_of_a_hot_entry() {
+    let store = MemoryStore::new(100);
+    let backend = Backend::new();
+    let app = app!(Cache::new(store.clone()), backend);
+    let uri = "/hot-copy";
+    for _ in 0..20 {
+        assert_eq!(get!(app, uri), "/hot-copy? v1");
+    }
+    assert_eq!(backend.reads.get(), 1);
+
+    let on_other_worker = |method: Method| {
+        let (store, backend) = (store.clone(), backend.clone());
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let app = app!(Cache::new(store), backend);
+                if method == Method::GET {
+                    get!(app, uri);
+                    String::new()
+                } else {
+                    write!(app, method, uri).to_string()
+                }
+            })
+        })
+        .join()
+        .expect("the other worker")
+    };
+    assert_eq!(on_other_worker(Method::PATCH), "200 OK");
+    assert_eq!(
+        get!(app, uri),
+        "/hot-copy? v2",
+        "a stale copy after the write"
+    );
+    assert_eq!(backend.reads.get(), 2);
+    for _ in 0..20 {
+        assert_eq!(get!(app, uri), "/hot-copy? v2");
+    }
+    assert_eq!(backend.reads.get(), 2);
+
+    // Dropped and stored again from the other worker: this worker sees the new entry.
+    store.clear();
+    backend.version.fetch_add(1, Ordering::SeqCst);
+    on_other_worker(Method::GET);
+    assert_eq!(backend.reads.get(), 3);
+    assert_eq!(
+        get!(app, uri),
+        "/hot-copy? v3",
+        "a stale copy after the store"
+    );
+    assert_eq!(backend.reads.get(), 3);
+}
+
 // RFC 9111 §4.4: a 3xx ("non-error") response to an unsafe method invalidates too.
 #[actix_web::test]
 async fn redirect_answer_to_a_write_drops_the_stored_get() {
