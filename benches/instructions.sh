@@ -11,12 +11,17 @@ count() { # instructions for $2 requests of case $1
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
     awk '/Collected :/ { print $NF }'
 }
-printf '| case | instructions per request |\n|---|---|\n'
+blocks() { # heap blocks allocated for $2 requests of case $1 (memcheck's heap summary)
+  valgrind --tool=memcheck --leak-check=no "$bin" "$1" "$2" 2>&1 |
+    awk '/total heap usage:/ { gsub(",", "", $5); print $5 }'
+}
+printf '| case | instructions per request | heap blocks per request |\n|---|---|---|\n'
 declare -A per
 for case in scope-get hit 304 scope-post post bare-stream stream bare-no-store no-store bare-private private bare-miss miss bare-headers bare-304; do
   a=$(count "$case" 200); b=$(count "$case" 1200)
   per[$case]=$(( (b - a) / 1000 ))
-  printf '| %s | %s |\n' "$case" "${per[$case]}"
+  ha=$(blocks "$case" 200); hb=$(blocks "$case" 1200)
+  printf '| %s | %s | %s |\n' "$case" "${per[$case]}" "$(python3 -c "print(round(($hb - $ha) / 1000, 1))")"
 done
 printf '\nhit / scope-get: %s\n' "$(python3 -c "print(round(${per[hit]}/${per[scope-get]},2))")"
 printf '304 / scope-get: %s\n' "$(python3 -c "print(round(${per[304]}/${per[scope-get]},2))")"

@@ -14,6 +14,8 @@
 //! - `GET /cached/slow`: the same 1 KiB after a 2 ms sleep, behind `Cache` (measured as hits);
 //! - `POST /cached/post`: a write that passes through `Cache` to a cheap handler;
 //! - `GET /cached/big`: a 64 KiB body behind `Cache`;
+//! - `GET /cached/no-store`: a 1 KiB response with `Cache-Control: no-store` behind `Cache`
+//!   (passed through), and `GET /bare/no-store`, the same handler without it;
 //! - `GET /redis/slow`: `/cached/slow` on a `RedisStore`, and `GET /tiered/slow` on a
 //!   `TieredStore` (memory in front of Redis), when built with `--features redis` and run with
 //!   `REDIS_URL` set.
@@ -78,6 +80,13 @@ fn add_hit_headers(headers: &mut HeaderMap) {
     );
 }
 
+/// A 1 KiB response that may not be stored.
+async fn no_store() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .body(&SMALL[..])
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -107,6 +116,8 @@ async fn main() -> std::io::Result<()> {
                     res
                 }),
             )
+            // An uncacheable response (`no-store`), without the cache, for reference.
+            .route("/bare/no-store", web::get().to(no_store))
             // The same POST handler without the cache, for reference.
             .route(
                 "/bare/post",
@@ -129,6 +140,11 @@ async fn main() -> std::io::Result<()> {
                     .route(
                         web::post().to(|_body: web::Bytes| async { HttpResponse::Ok().body("ok") }),
                     ),
+            )
+            .service(
+                web::resource("/cached/no-store")
+                    .wrap(cache(&store))
+                    .route(web::get().to(no_store)),
             )
             .service(
                 web::resource("/cached/big")

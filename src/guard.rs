@@ -176,6 +176,43 @@ pub(crate) fn is_uncacheable(key: u64) -> bool {
     slot(&UNCACHEABLE_UNTIL, key).load(Ordering::Relaxed) > unix_secs()
 }
 
+/// Primary keys whose last response to a `GET` without preconditions passed through unbuffered
+/// (`no-store`, a stream, too large, an error status), and until when (seconds since the
+/// epoch): their next such requests take the uncacheable pass (`middleware/pass.rs`). A fixed
+/// table; a collision sends another key's miss through the pass once, which then forgets the
+/// slot.
+static PASSES_UNTIL: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+/// How long a key takes the pass after its last unbuffered response.
+const PASSES_FOR: u64 = 60;
+
+/// Remembers that the key with this hash answered with a response passed unbuffered. Writes
+/// the shared slot only when it is not already marked for at least half of `PASSES_FOR`, so
+/// that every worker's requests for one such page do not write one cache line each.
+pub(crate) fn mark_passes(key: u64) {
+    let slot = slot(&PASSES_UNTIL, key);
+    let now = unix_secs();
+    if slot.load(Ordering::Relaxed) < now + PASSES_FOR / 2 {
+        slot.store(now + PASSES_FOR, Ordering::Relaxed);
+    }
+}
+
+/// Forgets [`mark_passes`]: a response came that the full flow would buffer or store.
+pub(crate) fn forget_passes(key: u64) {
+    let slot = slot(&PASSES_UNTIL, key);
+    if slot.load(Ordering::Relaxed) != 0 {
+        slot.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Whether the key's recent responses passed unbuffered, at `now`.
+pub(crate) fn passes(key: u64, now: std::time::SystemTime) -> bool {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    slot(&PASSES_UNTIL, key).load(Ordering::Relaxed) > now
+}
+
 /// Keys with a background refresh (stale-while-revalidate) claimed, and until when (seconds
 /// since the epoch): one refresh per key at a time. A claim lapses by itself, so a refresh
 /// whose client never finishes reading does not block the key for good.

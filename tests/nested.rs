@@ -108,3 +108,35 @@ async fn pages_the_inner_cache_never_stores_are_not_coalesced_outside() {
     futures_util::future::join_all((0..4).map(|_| call_service(&app, request()))).await;
     assert_eq!(load.peak(), 4, "the requests queued behind each other");
 }
+
+// The uncacheable pass with nested `Cache`s: once a `no-store` page passed through both, its
+// next requests (which the outer one may send straight on) get what the first one got.
+#[actix_web::test]
+async fn a_no_store_page_answers_the_same_through_nested_caches() {
+    let calls = Calls::default();
+    let app = cached_service!(
+        Cache::new(MemoryStore::new(100)),
+        web::scope("/nested-pass")
+            .wrap(Cache::new(MemoryStore::new(100)))
+            .route(
+                "/x",
+                counted(web::get(), &calls, |_| {
+                    HttpResponse::Ok()
+                        .insert_header((header::CACHE_CONTROL, "no-store"))
+                        .body("fresh")
+                }),
+            )
+    );
+    let first = call_service(&app, get("/nested-pass/x").to_request()).await;
+    let status = header(&first, "cache-status");
+    assert!(status.contains("detail=no-store"), "{status}");
+    assert!(first.headers().get(header::ETAG).is_none());
+    for _ in 0..3 {
+        let res = call_service(&app, get("/nested-pass/x").to_request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "cache-status"), status);
+        assert!(res.headers().get(header::ETAG).is_none());
+        assert_eq!(read_body(res).await, "fresh");
+    }
+    assert_eq!(calls.get(), 4);
+}

@@ -907,6 +907,76 @@ async fn a_no_store_response_passes_through_unhashed() {
     assert_eq!(calls.get(), 3);
 }
 
+// The uncacheable pass: once a URL's response passed through unbuffered, its next plain GETs go
+// straight to the handler (no key, no coalescing, nothing buffered). What the client gets is
+// what the full flow gave the first time; preconditions and request directives still take the
+// full flow.
+#[actix_web::test]
+async fn repeated_no_store_gets_answer_as_the_first_did() {
+    let calls = Calls::default();
+    let app = cached_route!(
+        Cache::new(MemoryStore::new(100)),
+        "/pass-same",
+        counted(&calls, &[("cache-control", "no-store")]),
+    );
+    let first = get_n!(app, "/pass-same", 1);
+    let status = header(&first, "cache-status");
+    assert!(status.contains("fwd=uri-miss") && status.contains("detail=no-store"));
+    assert!(first.headers().get("etag").is_none());
+    for _ in 0..3 {
+        let res = get_n!(app, "/pass-same", 1);
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, "cache-status"), status);
+        assert_eq!(header(&res, "cache-control"), "no-store");
+        assert!(res.headers().get("etag").is_none());
+        assert_eq!(read_body(res).await, BODY.as_bytes());
+    }
+    assert_eq!(calls.get(), 4);
+
+    let req = TestRequest::get()
+        .uri("/pass-same")
+        .insert_header(("if-none-match", etag_of(BODY.as_bytes())))
+        .to_request();
+    assert_eq!(
+        call_service(&app, req).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(calls.get(), 5);
+    let req = TestRequest::get()
+        .uri("/pass-same")
+        .insert_header(("cache-control", "only-if-cached"))
+        .to_request();
+    let res = call_service(&app, req).await;
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(calls.get(), 5, "only-if-cached never reaches the handler");
+}
+
+// The uncacheable pass lets go: a page that answered `no-store` and then becomes cacheable is
+// stored again (the response that shows the change passes as it is, the next is stored).
+#[actix_web::test]
+async fn a_page_that_becomes_cacheable_is_stored_again() {
+    let calls = Calls::default();
+    let no_store = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = no_store.clone();
+    let route = common::counted(web::get(), &calls, move |_| {
+        let mut res = HttpResponse::Ok();
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            res.insert_header(("cache-control", "no-store"));
+        }
+        res.body(BODY)
+    });
+    let app = cached_route!(Cache::new(MemoryStore::new(100)), "/pass-flip", route);
+    get_n!(app, "/pass-flip", 3);
+    assert_eq!(calls.get(), 3);
+    no_store.store(false, std::sync::atomic::Ordering::SeqCst);
+    get_n!(app, "/pass-flip", 2);
+    assert_eq!(calls.get(), 5);
+    let res = get_n!(app, "/pass-flip", 1);
+    assert!(header(&res, "cache-status").contains("hit"), "stored again");
+    assert!(res.headers().get("etag").is_some());
+    assert_eq!(calls.get(), 5);
+}
+
 // RFC 9111 §3 (a cache may evict at will): the entry bound evicts the least recently used.
 #[actix_web::test]
 async fn memory_store_entry_bound_evicts_least_recently_used() {

@@ -18,7 +18,7 @@ use super::{
     answer::{self, Representation},
     coalesce::Outcome,
     nested::mark_handled,
-    status::{Detail, CACHE_STATUS},
+    status::{Detail, Fwd, CACHE_STATUS},
     trip::{Guard, Guarded, Trip},
     Inner, LOG,
 };
@@ -27,7 +27,7 @@ use crate::{
     entry::{EntryKind, StoredResponse, StoredTag, VariantMarker},
     etag,
     freshness::{self, NotStored, StorePlan},
-    guard,
+    guard, key,
     policy::{Policy, Visibility},
     store::{CollectableStore, Generation, StoreError},
     CacheEntry, CacheKey,
@@ -64,6 +64,10 @@ where
     let conditions = trip.conditions.as_ref().unwrap_or(res.request().headers());
     let judged = conditional::has_preconditions(conditions);
     if let Some(reason) = unbuffered(inner, &res, &plan, judged) {
+        if !judged && trip.conditions.is_none() && trip.forward.fwd == Fwd::UriMiss {
+            // The next such request of this key takes the uncacheable pass (`pass.rs`).
+            guard::mark_passes(key::seeded_hash(trip.identity.key.as_bytes()));
+        }
         return Ok(pass_unbuffered(inner, res, trip, reason));
     }
     let (http_req, res) = res.into_parts();
@@ -109,7 +113,7 @@ where
 /// preconditions (no cache will keep it, so no validator is worth a hash of its body). Other
 /// `2xx` responses are buffered for their ETag and the request's preconditions. `judged`: the
 /// client's request has preconditions.
-fn unbuffered<St, B: MessageBody>(
+pub(super) fn unbuffered<St, B: MessageBody>(
     inner: &Inner<St>,
     res: &ServiceResponse<B>,
     plan: &Result<StorePlan, NotStored>,
@@ -143,16 +147,28 @@ fn pass_unbuffered<St, B>(
     trip: Trip,
     reason: NotStored,
 ) -> ServiceResponse<EitherBody<B>> {
-    log::trace!(target: LOG, "not stored {}: {}", res.request().path(), reason.detail());
     let status = res.status();
+    let res = passed(inner, res, trip.forward.fwd, Detail::Reason(reason));
+    trip.land(Outcome::NotStored(reason, status));
+    res
+}
+
+/// A response the cache passes on as it is, with what the cache adds to every response it does
+/// not store: the nested-cache marker, `private` under a private policy, `Cache-Status`.
+pub(super) fn passed<St, B>(
+    inner: &Inner<St>,
+    res: ServiceResponse<B>,
+    fwd: Fwd,
+    detail: Detail,
+) -> ServiceResponse<EitherBody<B>> {
+    log::trace!(target: LOG, "not stored {}: {:?}", res.request().path(), detail);
     let mut res = res.map_into_left_body();
     let req = res.request().clone();
     mark_handled(&req, res.response_mut(), false);
     mark_private(&inner.policy, res.headers_mut());
-    if let Some(v) = inner.statuses.get(trip.forward.fwd, Detail::Reason(reason)) {
+    if let Some(v) = inner.statuses.get(fwd, detail) {
         res.headers_mut().insert(CACHE_STATUS, v);
     }
-    trip.land(Outcome::NotStored(reason, status));
     res
 }
 

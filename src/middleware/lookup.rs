@@ -43,23 +43,26 @@ impl Lookup {
 
 /// Looks a `GET`/`HEAD` up without awaiting, for stores that can answer at once. The key bytes
 /// are built in a reused per-thread buffer: the hit path builds no owned key. `None`: the store
-/// has to be awaited.
+/// has to be awaited. With it, when nothing is stored, the primary key's seeded hash.
 pub(super) fn lookup_now<St: CollectableStore>(
     inner: &Inner<St>,
     req: &ServiceRequest,
     now: SystemTime,
     forwarded: bool,
-) -> Option<Lookup> {
+) -> (Option<Lookup>, Option<u64>) {
     if inner.policy.visibility == Visibility::Private {
-        return Some(Lookup::UriMiss);
+        return (Some(Lookup::UriMiss), None);
     }
     if super::backlog::any() {
         // Some collect has not reached the store: the awaited lookup checks this resource.
-        return None;
+        return (None, None);
     }
     with_key_buffer(|buf| {
         key::write_primary(req.request(), buf, forwarded);
-        resolve_now(&inner.store, buf, req.headers(), now)
+        let lookup = resolve_now(&inner.store, buf, req.headers(), now);
+        // Nothing stored: the primary key's hash, for the uncacheable pass (`pass.rs`).
+        let hash = matches!(lookup, Some(Lookup::UriMiss)).then(|| key::seeded_hash(buf));
+        (lookup, hash)
     })
 }
 

@@ -34,6 +34,7 @@ mod invalidate;
 mod lock;
 mod lookup;
 mod nested;
+mod pass;
 mod probe;
 mod read;
 mod revalidate;

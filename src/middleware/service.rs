@@ -23,7 +23,7 @@ use super::{
     answer, invalidate,
     lookup::{self, Lookup},
     nested::restore_client_conditions,
-    read,
+    pass, read,
     write::{self, Stored},
     Inner, LOG,
 };
@@ -60,6 +60,9 @@ enum Route<B> {
     WriteThrough(ServiceRequest, CacheKey),
     /// `OPTIONS`, `TRACE`, `CONNECT`.
     PassThrough(ServiceRequest),
+    /// A `GET` of a key whose responses pass through unbuffered (`pass.rs`), with the key's
+    /// hash.
+    Pass(ServiceRequest, u64),
 }
 
 impl<S, B, St> Service<ServiceRequest> for CacheMiddleware<S, St>
@@ -101,6 +104,11 @@ where
             Route::PassThrough(req) => CacheFuture::PassThrough {
                 fut: service.call(req),
             },
+            Route::Pass(req, hash) => CacheFuture::Pass {
+                fut: service.call(req),
+                inner: Rc::clone(inner),
+                hash,
+            },
         }
     }
 }
@@ -116,7 +124,10 @@ fn sort<St: CollectableStore, B>(inner: &Inner<St>, mut req: ServiceRequest) -> 
         if flags.preconditions && restore_client_conditions(&mut req) {
             flags = RequestFlags::of(req.headers());
         }
-        let lookup = lookup::lookup_now(inner, &req, epoch_now, flags.forwarded);
+        let (lookup, miss_hash) = lookup::lookup_now(inner, &req, epoch_now, flags.forwarded);
+        if let Some(hash) = pass::takes_pass(&req, flags, lookup.as_ref(), miss_hash, epoch_now) {
+            return Route::Pass(req, hash);
+        }
         if let Some(Lookup::Hit { entry, .. }) = &lookup {
             if let EntryKind::Response(stored) = entry.kind() {
                 // Request directives, when honoured, and stale entries take the full flow.
@@ -178,6 +189,7 @@ pin_project! {
     #[project = CacheFutureProj]
     pub enum CacheFuture<F, B, St> {
         PassThrough { #[pin] fut: F },
+        Pass { #[pin] fut: F, inner: Rc<Inner<St>>, hash: u64 },
         Ready { res: Option<ServiceResponse<EitherBody<B>>> },
         Store { fut: LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, Error>> },
         WriteThrough { #[pin] fut: F, inner: Rc<Inner<St>>, key: Option<CacheKey> },
@@ -191,6 +203,7 @@ pin_project! {
 impl<F, B, St> Future for CacheFuture<F, B, St>
 where
     F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    B: MessageBody,
     St: CollectableStore,
 {
     type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
@@ -201,6 +214,11 @@ where
                 return fut
                     .poll(cx)
                     .map(|res| res.map(ServiceResponse::map_into_left_body))
+            }
+            CacheFutureProj::Pass { fut, inner, hash } => {
+                return fut
+                    .poll(cx)
+                    .map(|res| res.map(|res| pass::finish(inner, res, *hash)))
             }
             CacheFutureProj::Ready { res } => {
                 return match res.take() {
